@@ -1,0 +1,1 @@
+"""Infrastructure ComponentResources: network, encryption keys, storage, GPU clusters, cluster base."""

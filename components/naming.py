@@ -1,0 +1,41 @@
+"""The one place child resource names, tags and labels are made, so every component names things the same way."""
+
+from __future__ import annotations
+
+import re
+
+CLASSIFICATION_TAG = "finml:classification"
+SITE_TAG = "finml:site"
+STACK_TAG = "finml:stack"
+MANAGED_BY_TAG = "finml:managed-by"
+
+CLASSIFICATION_LABEL = "finml.io/classification"
+SITE_LABEL = "finml.io/site"
+MODEL_LABEL = "finml.io/model"
+
+
+def slug(text: str) -> str:
+    """A DNS-label-safe slug: `aws:eu-central-1` -> `aws-eu-central-1`."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def child_name(parent: str, *parts: str) -> str:
+    """Name of a child resource: the parent's name and the parts, slugged and joined by '-'."""
+    return "-".join([parent, *(slug(p) for p in parts if p)])
+
+
+def site_label_value(site: str) -> str:
+    """Kubernetes label values cannot hold ':'; `onprem:fra-dc1` is labelled `onprem-fra-dc1`."""
+    return slug(site)
+
+
+def aws_tags(site: str, stack: str, classification: str | None = None, extra: dict[str, str] | None = None,
+             name: str | None = None) -> dict[str, str]:
+    tags = {SITE_TAG: site, STACK_TAG: stack, MANAGED_BY_TAG: "finml"}
+    if classification is not None:
+        tags[CLASSIFICATION_TAG] = classification
+    if name is not None:
+        tags["Name"] = name
+    if extra:
+        tags.update(extra)
+    return dict(sorted(tags.items()))

@@ -1,0 +1,635 @@
+"""Typed stack configuration: the single source every component, the CLI and the policy config read.
+
+A stack file (`stacks/Pulumi.<env>.yaml`) holds one structured key, `finml:platform`, plus `secure:` secrets as
+top-level keys. Everything is parsed strictly (unknown keys and wrong types are errors) and cross-checked before
+any resource is created, so a bad config is reported as `<file>: <key path>: <problem> — <what is allowed>` and
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+# ---------------------------------------------------------------------------------------------------------------
+# Constants shared by the program, the CLI and the tests
+# ---------------------------------------------------------------------------------------------------------------
+
+CONFIG_NAMESPACE = "finml"
+PLATFORM_KEY = "platform"
+CLASSIFICATIONS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+Classification = Literal["public", "internal", "confidential", "restricted"]
+
+DEFAULT_AZ_COUNT = 2
+DEFAULT_EKS_VERSION = "1.31"
+DEFAULT_SYSTEM_INSTANCE_TYPE = "m7i.xlarge"
+DEFAULT_GPU_DISK_GIB = 200
+DEFAULT_KUBERNETES_VERSION = "1.31"
+
+SITE_RE = re.compile(r"^(aws):([a-z]{2}(-gov)?-[a-z]+-\d)$|^(onprem):([a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)$")
+SITE_PATTERN_RE = re.compile(r"^(aws|onprem):[a-z0-9*?-]+$")
+SITE_ALLOWED = "'aws:<region>' (e.g. aws:eu-central-1) or 'onprem:<site-id>' (e.g. onprem:fra-dc1)"
+
+
+def classification_rank(classification: str) -> int:
+    return CLASSIFICATIONS.index(classification)
+
+
+def site_matches(site: str, pattern: str) -> bool:
+    """Residency patterns are exact sites or shell globs (`aws:eu-*`, `onprem:*`)."""
+    return fnmatch.fnmatchcase(site, pattern)
+
+
+class ConfigError(Exception):
+    """A configuration problem, already formatted for a person: file, key path, problem, what is allowed."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {key}: {msg}" if key else f"{source}: {msg}" for key, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network CIDR ({exc}); allowed: e.g. 10.20.0.0/16") from None
+    if not net.is_private:
+        raise ValueError(f"{value!r} is not a private range; allowed: RFC 1918 / RFC 4193 networks")
+    return value
+
+
+Cidr = Annotated[str, Field(description="An IPv4/IPv6 private network in CIDR notation, host bits zero")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sites
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class GpuNodeGroup(_Model):
+    name: str = Field(description="Node group name, unique within the cluster", pattern=r"^[a-z0-9][a-z0-9-]{0,38}$")
+    gpu: str = Field(description="GPU profile name (H100-80GB) or shorthand MODEL:MEMORY:COUNT (H100:80GB:8)")
+    instance_type: str | None = Field(
+        default=None, description="EC2 instance type; must be one of the GPU profile's instance types"
+    )
+    min_size: int = Field(default=0, ge=0, le=100, description="Autoscaling lower bound")
+    max_size: int = Field(default=2, ge=1, le=100, description="Autoscaling upper bound")
+    desired_size: int | None = Field(default=None, ge=0, le=100, description="Initial size (default: min size)")
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = Field(default="ON_DEMAND", description="EC2 purchase option")
+    disk_size_gib: int = Field(default=DEFAULT_GPU_DISK_GIB, ge=50, le=16384, description="Root volume size")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GpuNodeGroup:
+        if self.min_size > self.max_size:
+            raise ValueError(f"minSize {self.min_size} is greater than maxSize {self.max_size}")
+        desired = self.desired_size if self.desired_size is not None else self.min_size
+        if not self.min_size <= desired <= self.max_size:
+            raise ValueError(f"desiredSize {desired} must lie between minSize and maxSize")
+        return self
+
+
+class SystemNodeGroup(_Model):
+    instance_type: str = Field(default=DEFAULT_SYSTEM_INSTANCE_TYPE, description="CPU instance type for add-ons")
+    min_size: int = Field(default=2, ge=1, le=20, description="Autoscaling lower bound")
+    max_size: int = Field(default=4, ge=1, le=20, description="Autoscaling upper bound")
+
+
+class EksConfig(_Model):
+    version: str = Field(default=DEFAULT_EKS_VERSION, pattern=r"^1\.\d{2}$", description="Kubernetes minor version")
+    system_node_group: SystemNodeGroup = Field(default_factory=SystemNodeGroup, description="CPU node group")
+    gpu_node_groups: list[GpuNodeGroup] = Field(default_factory=list, description="One managed node group each")
+    admin_role_arns: list[str] = Field(default_factory=list, description="IAM roles given cluster-admin access")
+
+
+class AwsNetworkConfig(_Model):
+    vpc_cidr: Cidr = Field(description="VPC CIDR, private")
+    az_count: Literal[2, 3] = Field(default=DEFAULT_AZ_COUNT, description="Availability zones (3 in production)")
+    egress: Literal["none", "nat"] = Field(
+        default="none", description="'none': no internet egress, VPC endpoints only; 'nat': NAT gateway egress"
+    )
+
+    _cidr = field_validator("vpc_cidr")(_check_cidr)
+
+
+class StorageConfig(_Model):
+    replicate_to: str | None = Field(
+        default=None, description="Site of the replica region for S3 data buckets (must be allowed by residency)"
+    )
+    training_filesystem: Literal["efs", "none"] = Field(default="efs", description="Shared training file system")
+
+
+class AwsSite(_Model):
+    kind: Literal["aws"] = Field(description="Site kind")
+    classifications: list[Classification] = Field(
+        description="Data classifications stored at this site (one CMK and one data bucket each)", min_length=1
+    )
+    network: AwsNetworkConfig | None = Field(default=None, description="VPC; omit for a replica-only site")
+    eks: EksConfig | None = Field(default=None, description="EKS GPU cluster; needs a network")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Data storage options")
+
+    @model_validator(mode="after")
+    def _eks_needs_network(self) -> AwsSite:
+        if self.eks is not None and self.network is None:
+            raise ValueError("eks needs a network on the same site")
+        return self
+
+
+class OnPremNetwork(_Model):
+    node_cidr: Cidr = Field(description="Node (host) network")
+    pod_cidr: Cidr = Field(description="Kubernetes pod network")
+    service_cidr: Cidr = Field(description="Kubernetes service network")
+    storage_cidr: Cidr = Field(description="Storage network (NFS/object store)")
+    management_cidr: Cidr = Field(description="Management / bastion network")
+
+    _cidr = field_validator("node_cidr", "pod_cidr", "service_cidr", "storage_cidr", "management_cidr")(_check_cidr)
+
+
+class OnPremNode(_Model):
+    name: str = Field(description="Host name", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    address: str = Field(description="Management IPv4 address, inside the site's nodeCidr")
+    gpu_profile: str = Field(description="GPU profile name (H100-80GB) or shorthand (H100:80GB:8)")
+    gpu_count: int = Field(default=8, ge=1, le=16, description="GPUs in this node")
+    mig_layout: dict[str, int] | None = Field(
+        default=None, description="MIG slices per GPU, e.g. {'1g.10gb': 7}; omit to leave MIG off"
+    )
+    data_disks: list[str] = Field(default_factory=list, description="Block devices to encrypt with LUKS2")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 address") from None
+        return value
+
+
+class OnPremKubernetes(_Model):
+    api_endpoint: str = Field(description="host:port of the cluster API (join endpoint)", pattern=r"^[A-Za-z0-9.-]+:\d+$")
+    version: str = Field(default=DEFAULT_KUBERNETES_VERSION, pattern=r"^1\.\d{2}$", description="Kubernetes minor")
+    kubeconfig_secret: str = Field(
+        description="Name of the `secure:` stack config key (under finml:) holding the cluster's kubeconfig"
+    )
+
+
+class OnPremSite(_Model):
+    kind: Literal["onprem"] = Field(description="Site kind")
+    datacentre: str = Field(description="Human name of the data centre")
+    classifications: list[Classification] = Field(description="Data classifications stored here", min_length=1)
+    network: OnPremNetwork = Field(description="Site networks")
+    kubernetes: OnPremKubernetes = Field(description="Cluster endpoint and credentials")
+    nvidia_driver_branch: str | None = Field(default=None, pattern=r"^\d{3}$", description="Override driver branch")
+    nodes: list[OnPremNode] = Field(min_length=1, description="Bare-metal GPU nodes")
+    run_ansible: bool = Field(default=True, description="Run ansible-playbook from `pulumi up`")
+
+
+Site = Annotated[Union[AwsSite, OnPremSite], Field(discriminator="kind")]
+
+
+class VpnLink(_Model):
+    aws_site: str = Field(description="AWS site terminating the VPN")
+    onprem_site: str = Field(description="On-prem site at the other end")
+    customer_gateway_ip: str = Field(description="Public IPv4 of the on-prem VPN appliance")
+    bgp_asn: int = Field(default=65010, ge=64512, le=65534, description="On-prem private BGP ASN")
+
+    @field_validator("customer_gateway_ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 address") from None
+        return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data and workloads
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Dataset(_Model):
+    name: str = Field(description="Dataset name", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    classification: Classification = Field(description="Data classification")
+    site: str = Field(description="Site holding the dataset")
+    synthetic: bool = Field(default=False, description="Synthetic (generated) data")
+
+
+class Model(_Model):
+    name: str = Field(description="Registered model name", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    trained_on: list[str] = Field(min_length=1, description="Dataset names the model is trained on")
+
+
+class FeatureStore(_Model):
+    site: str = Field(description="Site running the feature store")
+    classification: Classification = Field(description="Highest classification of features served")
+
+
+class TrainingWorkload(_Model):
+    name: str = Field(description="Training job name", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    site: str = Field(description="Site running the job")
+    model: str = Field(description="Model the job produces")
+    gpu_profile: str = Field(description="GPU profile the job runs on")
+    gpus: int = Field(default=1, ge=1, le=64, description="GPUs requested")
+
+
+class ServingWorkload(_Model):
+    name: str = Field(description="Inference service name", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    model: str = Field(description="Model served")
+    sites: list[str] = Field(min_length=1, description="Sites serving it")
+    gpu_profile: str = Field(description="GPU profile the service runs on")
+    mig_slice: str | None = Field(default=None, description="MIG slice for GPU sharing, e.g. 1g.10gb")
+
+
+class Workloads(_Model):
+    feature_store: FeatureStore | None = Field(default=None, description="Feature store placement")
+    training: list[TrainingWorkload] = Field(default_factory=list, description="Training jobs")
+    serving: list[ServingWorkload] = Field(default_factory=list, description="Inference services")
+
+
+class Platform(_Model):
+    environment: str = Field(description="Environment name", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    description: str = Field(default="", description="What this environment is for")
+    max_classification: Classification = Field(description="Highest classification this stack may hold")
+    synthetic_data_only: bool = Field(default=False, description="Only synthetic datasets allowed")
+    residency: dict[Classification, list[str]] = Field(
+        description="Classification → allowed site patterns (exact sites or globs like aws:eu-*, onprem:*)"
+    )
+    sites: dict[str, Site] = Field(min_length=1, description="Sites of this stack, keyed by site id")
+    vpn: list[VpnLink] = Field(default_factory=list, description="Site-to-site IPsec links")
+    datasets: list[Dataset] = Field(default_factory=list, description="Datasets and where they live")
+    models: list[Model] = Field(default_factory=list, description="Models and their training data")
+    workloads: Workloads = Field(default_factory=Workloads, description="ML platform workloads")
+    aws_account_id: str | None = Field(
+        default=None, pattern=r"^\d{12}$", description="AWS account of the stack's AWS sites (key policies name it)"
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every AWS resource")
+
+    @field_validator("sites")
+    @classmethod
+    def _site_ids(cls, sites: dict[str, Any]) -> dict[str, Any]:
+        for site_id, site in sites.items():
+            match = SITE_RE.match(site_id)
+            if not match:
+                raise ValueError(f"site id {site_id!r} is not valid; allowed: {SITE_ALLOWED}")
+            if site_id.split(":", 1)[0] != site.kind:
+                raise ValueError(f"site {site_id!r} has kind {site.kind!r}; its prefix must match its kind")
+        return sites
+
+    @field_validator("residency")
+    @classmethod
+    def _patterns(cls, residency: dict[str, list[str]]) -> dict[str, list[str]]:
+        for classification, patterns in residency.items():
+            for pattern in patterns:
+                if not SITE_PATTERN_RE.match(pattern):
+                    raise ValueError(
+                        f"{classification}: pattern {pattern!r} is not valid; allowed: {SITE_ALLOWED} or a glob"
+                    )
+        return residency
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The parsed stack
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """A validated stack: its name, source file, platform model and which config keys are secrets."""
+
+    stack: str
+    source: str
+    platform: Platform
+    secret_keys: tuple[str, ...]
+    raw_config: dict[str, Any]
+
+    @property
+    def aws_sites(self) -> dict[str, AwsSite]:
+        return {k: v for k, v in self.platform.sites.items() if isinstance(v, AwsSite)}
+
+    @property
+    def onprem_sites(self) -> dict[str, OnPremSite]:
+        return {k: v for k, v in self.platform.sites.items() if isinstance(v, OnPremSite)}
+
+    def allowed_sites(self, classification: str) -> list[str]:
+        patterns = self.platform.residency.get(classification, [])
+        return [s for s in self.platform.sites if any(site_matches(s, p) for p in patterns)]
+
+    def non_secret_config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.raw_config.items() if k not in self.secret_keys}
+
+
+def region_of(site: str) -> str:
+    return site.split(":", 1)[1]
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against the README's configuration reference"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "literal_error":
+            msg = f"invalid value {err.get('input')!r}; {msg}"
+        elif err["type"].endswith("_type"):
+            msg = f"{msg} (got {type(err.get('input')).__name__} {err.get('input')!r})"
+        problems.append((_format_loc(_strip_union_tags(err["loc"])), msg))
+    return problems
+
+
+def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        if part in ("aws", "onprem") and i >= 2 and loc[i - 2] == "sites":
+            continue  # discriminator tag inserted by pydantic after the site key
+        out.append(part)
+    return tuple(out)
+
+
+def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Every check that spans fields, in one place, before any resource is created."""
+    p = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    problems: list[tuple[str, str]] = []
+    sites = platform.sites
+
+    # Residency rules name declared sites; every classification in use has a rule and an allowed site.
+    for classification, patterns in platform.residency.items():
+        for i, pattern in enumerate(patterns):
+            if not any(ch in pattern for ch in "*?") and pattern not in sites:
+                problems.append((
+                    f"{p}.residency.{classification}[{i}]",
+                    f"names unknown site {pattern!r}; declared sites: {', '.join(sorted(sites))}",
+                ))
+
+    def check_classification(key: str, classification: str) -> None:
+        if classification_rank(classification) > classification_rank(platform.max_classification):
+            problems.append((key, f"classification {classification!r} exceeds this stack's maxClassification "
+                                  f"{platform.max_classification!r}"))
+            return
+        allowed = [s for s in sites if any(site_matches(s, pat) for pat in platform.residency.get(classification, []))]
+        if not allowed:
+            problems.append((key, f"classification {classification!r} has no allowed site in this stack; add a "
+                                  f"residency rule for it naming one of: {', '.join(sorted(sites))}"))
+
+    def check_site_ref(key: str, site: str) -> None:
+        if site not in sites:
+            problems.append((key, f"unknown site {site!r}; declared sites: {', '.join(sorted(sites))}"))
+
+    for site_id, site in sites.items():
+        for i, classification in enumerate(site.classifications):
+            check_classification(f"{p}.sites.{site_id}.classifications[{i}]", classification)
+        if isinstance(site, AwsSite) and site.storage.replicate_to is not None:
+            target = site.storage.replicate_to
+            if not SITE_RE.match(target) or not target.startswith("aws:"):
+                problems.append((f"{p}.sites.{site_id}.storage.replicateTo",
+                                 f"{target!r} is not an AWS site; allowed: aws:<region>"))
+            elif target == site_id:
+                problems.append((f"{p}.sites.{site_id}.storage.replicateTo", "cannot replicate a site to itself"))
+
+    datasets = {d.name: d for d in platform.datasets}
+    for i, ds in enumerate(platform.datasets):
+        check_site_ref(f"{p}.datasets[{i}].site", ds.site)
+        check_classification(f"{p}.datasets[{i}].classification", ds.classification)
+        if platform.synthetic_data_only and not ds.synthetic:
+            problems.append((f"{p}.datasets[{i}].synthetic", "this stack allows synthetic data only; set "
+                                                             "synthetic: true or move the dataset to another stack"))
+    if len(datasets) != len(platform.datasets):
+        problems.append((f"{p}.datasets", "dataset names must be unique"))
+
+    models = {m.name: m for m in platform.models}
+    for i, model in enumerate(platform.models):
+        for j, name in enumerate(model.trained_on):
+            if name not in datasets:
+                problems.append((f"{p}.models[{i}].trainedOn[{j}]",
+                                 f"unknown dataset {name!r}; declared: {', '.join(sorted(datasets)) or 'none'}"))
+
+    wl = platform.workloads
+    if wl.feature_store is not None:
+        check_site_ref(f"{p}.workloads.featureStore.site", wl.feature_store.site)
+        check_classification(f"{p}.workloads.featureStore.classification", wl.feature_store.classification)
+    for i, job in enumerate(wl.training):
+        check_site_ref(f"{p}.workloads.training[{i}].site", job.site)
+        if job.model not in models:
+            problems.append((f"{p}.workloads.training[{i}].model", f"unknown model {job.model!r}"))
+    for i, svc in enumerate(wl.serving):
+        for j, site in enumerate(svc.sites):
+            check_site_ref(f"{p}.workloads.serving[{i}].sites[{j}]", site)
+        if svc.model not in models:
+            problems.append((f"{p}.workloads.serving[{i}].model", f"unknown model {svc.model!r}"))
+
+    for i, link in enumerate(platform.vpn):
+        if not isinstance(sites.get(link.aws_site), AwsSite) or sites[link.aws_site].network is None:
+            problems.append((f"{p}.vpn[{i}].awsSite", f"{link.aws_site!r} is not an AWS site with a network"))
+        if not isinstance(sites.get(link.onprem_site), OnPremSite):
+            problems.append((f"{p}.vpn[{i}].onpremSite", f"{link.onprem_site!r} is not a declared on-prem site"))
+
+    if platform.aws_account_id is None and any(isinstance(s, AwsSite) for s in sites.values()):
+        problems.append((f"{p}.awsAccountId", "required when the stack has an AWS site: 12 digits"))
+
+    problems.extend(_cidr_checks(platform))
+    if profiles is not None:
+        problems.extend(_gpu_checks(platform, profiles))
+    return problems
+
+
+def _cidr_checks(platform: Platform) -> list[tuple[str, str]]:
+    p = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    named: list[tuple[str, ipaddress._BaseNetwork]] = []
+    for site_id, site in platform.sites.items():
+        if isinstance(site, AwsSite) and site.network is not None:
+            named.append((f"{p}.sites.{site_id}.network.vpcCidr", ipaddress.ip_network(site.network.vpc_cidr)))
+        elif isinstance(site, OnPremSite):
+            for field in ("node_cidr", "pod_cidr", "service_cidr", "storage_cidr", "management_cidr"):
+                named.append((f"{p}.sites.{site_id}.network.{to_camel(field)}",
+                              ipaddress.ip_network(getattr(site.network, field))))
+    problems = []
+    for i, (key_a, net_a) in enumerate(named):
+        for key_b, net_b in named[i + 1:]:
+            if net_a.version == net_b.version and net_a.overlaps(net_b):
+                problems.append((key_b, f"{net_b} overlaps {net_a} ({key_a}); every network of a stack must be "
+                                        f"disjoint so site-to-site routing stays unambiguous"))
+    for site_id, site in platform.sites.items():
+        if isinstance(site, OnPremSite):
+            node_net = ipaddress.ip_network(site.network.node_cidr)
+            names, addrs = set(), set()
+            for i, node in enumerate(site.nodes):
+                key = f"{p}.sites.{site_id}.nodes[{i}]"
+                if ipaddress.ip_address(node.address) not in node_net:
+                    problems.append((f"{key}.address", f"{node.address} is outside nodeCidr {node_net}"))
+                if node.name in names:
+                    problems.append((f"{key}.name", f"duplicate node name {node.name!r}"))
+                if node.address in addrs:
+                    problems.append((f"{key}.address", f"duplicate node address {node.address}"))
+                names.add(node.name)
+                addrs.add(node.address)
+    return problems
+
+
+def resolve_gpu_profile(ref: str, profiles: dict[str, Any]) -> Any:
+    """A profile by exact name or shorthand; raises ValueError naming the allowed profiles."""
+    if ref in profiles:
+        return profiles[ref]
+    from gpu_profiles import parse_gpu_shorthand  # local import: gpu_profiles loads YAML files
+
+    try:
+        return parse_gpu_shorthand(ref).resolve(profiles)
+    except Exception:  # noqa: BLE001 — any parse failure is reported as an unknown profile below
+        raise ValueError(f"unknown GPU profile {ref!r}; allowed: {', '.join(sorted(profiles))} "
+                         f"or shorthand MODEL:MEMORY:COUNT such as H100:80GB:8") from None
+
+
+def _gpu_checks(platform: Platform, profiles: dict[str, Any]) -> list[tuple[str, str]]:
+    p = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    problems: list[tuple[str, str]] = []
+    for site_id, site in platform.sites.items():
+        if isinstance(site, AwsSite) and site.eks is not None:
+            seen = set()
+            for i, group in enumerate(site.eks.gpu_node_groups):
+                key = f"{p}.sites.{site_id}.eks.gpuNodeGroups[{i}]"
+                if group.name in seen:
+                    problems.append((f"{key}.name", f"duplicate node group name {group.name!r}"))
+                seen.add(group.name)
+                try:
+                    profile = resolve_gpu_profile(group.gpu, profiles)
+                except ValueError as exc:
+                    problems.append((f"{key}.gpu", str(exc)))
+                    continue
+                types = [t.type for t in profile.aws_instance_types]
+                if not types:
+                    problems.append((f"{key}.gpu", f"profile {profile.name} has no AWS instance types"))
+                elif group.instance_type is not None and group.instance_type not in types:
+                    problems.append((f"{key}.instanceType", f"{group.instance_type!r} does not carry a "
+                                     f"{profile.name}; allowed: {', '.join(types)}"))
+        if isinstance(site, OnPremSite):
+            for i, node in enumerate(site.nodes):
+                key = f"{p}.sites.{site_id}.nodes[{i}]"
+                try:
+                    profile = resolve_gpu_profile(node.gpu_profile, profiles)
+                except ValueError as exc:
+                    problems.append((f"{key}.gpuProfile", str(exc)))
+                    continue
+                if node.mig_layout:
+                    if not profile.mig.supported:
+                        problems.append((f"{key}.migLayout", f"{profile.name} does not support MIG"))
+                        continue
+                    slices = {m.name: m for m in profile.mig.profiles}
+                    for slice_name, count in node.mig_layout.items():
+                        if slice_name not in slices:
+                            problems.append((f"{key}.migLayout.{slice_name}", f"unknown MIG profile for "
+                                             f"{profile.name}; allowed: {', '.join(slices)}"))
+                        elif not 1 <= count <= slices[slice_name].count_per_gpu:
+                            problems.append((f"{key}.migLayout.{slice_name}", f"count {count} not in "
+                                             f"1..{slices[slice_name].count_per_gpu}"))
+    workload_profiles = [(f"{p}.workloads.training[{i}].gpuProfile", w.gpu_profile)
+                         for i, w in enumerate(platform.workloads.training)]
+    workload_profiles += [(f"{p}.workloads.serving[{i}].gpuProfile", w.gpu_profile)
+                          for i, w in enumerate(platform.workloads.serving)]
+    for key, ref in workload_profiles:
+        try:
+            resolve_gpu_profile(ref, profiles)
+        except ValueError as exc:
+            problems.append((key, str(exc)))
+    return problems
+
+
+def parse_platform(raw: Any, source: str, profiles: dict[str, Any] | None = None) -> Platform:
+    """Validate one `finml:platform` value; raises ConfigError with every problem found."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [(f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}",
+                                    f"must be a mapping (got {type(raw).__name__})")])
+    try:
+        platform = Platform.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, _pydantic_problems(exc)) from None
+    problems = _cross_checks(platform, profiles)
+    if problems:
+        raise ConfigError(source, problems)
+    return platform
+
+
+def stack_file(stack: str, stacks_dir: Path) -> Path:
+    return stacks_dir / f"Pulumi.{stack}.yaml"
+
+
+def load_stack_file(path: Path, profiles: dict[str, Any] | None = None) -> StackConfig:
+    """Read a Pulumi stack file as the CLI would and validate its finml config."""
+    source = str(path)
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read stack file: {exc.strerror}")]) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("", f"not valid YAML: {exc}")]) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise ConfigError(source, [("config", "a stack file needs a top-level 'config' mapping")])
+    config: dict[str, Any] = doc["config"]
+    secret_keys = []
+    for key, value in config.items():
+        if ":" not in key:
+            raise ConfigError(source, [(key, "config keys are namespaced, e.g. finml:platform")])
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            secret_keys.append(key)
+    platform_key = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    if platform_key not in config:
+        raise ConfigError(source, [(platform_key, "required key is missing")])
+    if profiles is None:
+        profiles = _default_profiles()
+    platform = parse_platform(config[platform_key], source, profiles)
+    problems = []
+    for site_id, site in platform.sites.items():
+        if isinstance(site, OnPremSite):
+            key = f"{CONFIG_NAMESPACE}:{site.kubernetes.kubeconfig_secret}"
+            if key not in config:
+                problems.append((f"{platform_key}.sites.{site_id}.kubernetes.kubeconfigSecret",
+                                 f"names {key!r}, which is not in the stack file; set it with "
+                                 f"`pulumi config set --secret {key} < kubeconfig`"))
+            elif key not in secret_keys:
+                problems.append((key, "holds a kubeconfig and must be a `secure:` value, never plaintext"))
+    disabled = config.get("pulumi:disable-default-providers")
+    if not (isinstance(disabled, list) and "*" in disabled):
+        problems.append(("pulumi:disable-default-providers",
+                         "must be [\"*\"] so every resource names its site's provider explicitly"))
+    if problems:
+        raise ConfigError(source, problems)
+    return StackConfig(stack=stack, source=source, platform=platform, secret_keys=tuple(sorted(secret_keys)),
+                       raw_config=config)
+
+
+def _default_profiles() -> dict[str, Any]:
+    from gpu_profiles import ProfileError, load_profiles
+
+    try:
+        return load_profiles()
+    except ProfileError as exc:
+        raise ConfigError("gpu_profiles/", [("", str(exc))]) from None
+
+
+def list_stacks(stacks_dir: Path) -> list[str]:
+    return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))

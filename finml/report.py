@@ -1,0 +1,139 @@
+"""Policy results for people (text) and for CI (JSON, SARIF 2.1.0 for code scanning, JUnit XML for test views)."""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree as ET
+
+from finml import __version__
+from finml.policy_check import CheckResult, Violation
+
+FORMATS = ("text", "json", "sarif", "junit")
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def _stack_file(result: CheckResult) -> str:
+    return f"stacks/Pulumi.{result.stack}.yaml"
+
+
+def render_text(result: CheckResult, show_summary: bool = True) -> str:
+    lines = [f"Stack {result.stack}: {result.resources_checked} resources checked by policy pack "
+             f"{result.pack}@{result.pack_version} ({len(result.policies)} policies)"]
+    if show_summary:
+        lines.append("  resources by site:")
+        lines += [f"    {site:<24} {n:>5}" for site, n in sorted(result.resources_by_site.items())]
+        lines.append("  resources by type:")
+        lines += [f"    {t:<72} {n:>5}" for t, n in sorted(result.resources_by_type.items())]
+    for title, items in (("MANDATORY violations", result.mandatory), ("Advisory findings", result.advisory)):
+        if not items:
+            continue
+        lines.append(f"  {title} ({len(items)}):")
+        for v in items:
+            lines.append(f"    [{v.policy}] {v.severity} {v.urn or '(stack)'}")
+            lines.append(f"        site={v.site} classification={v.classification}")
+            lines.append(f"        {v.message}")
+            if v.remediation:
+                lines.append(f"        fix: {v.remediation}")
+    verdict = "FAIL" if result.mandatory else "PASS"
+    lines.append(f"  policy result: {verdict} — {len(result.mandatory)} mandatory, {len(result.advisory)} advisory")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(results: list[CheckResult]) -> str:
+    doc = {"format": "finml-policy-report/1", "stacks": [r.to_json() for r in results],
+           "passed": all(not r.mandatory for r in results)}
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _sarif_level(v: Violation) -> str:
+    return "error" if v.enforcement == "mandatory" else "warning"
+
+
+def render_sarif(results: list[CheckResult]) -> str:
+    rules: dict[str, dict] = {}
+    for r in results:
+        for p in r.policies:
+            rules.setdefault(p.name, {
+                "id": p.name, "name": p.name,
+                "shortDescription": {"text": p.description},
+                "fullDescription": {"text": p.description},
+                "help": {"text": p.remediation or p.description},
+                "defaultConfiguration": {"level": "error" if p.enforcement == "mandatory" else "warning"},
+                "properties": {"severity": p.severity, "enforcement": p.enforcement, "kind": p.kind},
+            })
+    rule_ids = sorted(rules)
+    sarif_results = []
+    for r in results:
+        for v in r.violations:
+            sarif_results.append({
+                "ruleId": v.policy,
+                "ruleIndex": rule_ids.index(v.policy) if v.policy in rules else -1,
+                "level": _sarif_level(v),
+                "message": {"text": f"{v.message} (site {v.site}, classification {v.classification}). "
+                                    f"Fix: {v.remediation}".strip()},
+                "locations": [{
+                    "physicalLocation": {"artifactLocation": {"uri": _stack_file(r)},
+                                         "region": {"startLine": 1}},
+                    "logicalLocations": [{"fullyQualifiedName": v.urn or f"stack:{r.stack}", "kind": "resource",
+                                          "name": v.resource_name or r.stack}],
+                }],
+                "partialFingerprints": {"finmlViolation/v1": f"{v.policy}|{v.urn}|{v.message}"},
+                "properties": {"stack": r.stack, "urn": v.urn, "site": v.site,
+                               "classification": v.classification, "severity": v.severity,
+                               "enforcement": v.enforcement, "remediation": v.remediation},
+            })
+    doc = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "finml-policy", "version": __version__,
+                                "rules": [rules[i] for i in rule_ids]}},
+            "results": sarif_results,
+        }],
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def render_junit(results: list[CheckResult]) -> str:
+    suites = ET.Element("testsuites", name="finml policy check")
+    total_tests = total_failures = 0
+    for r in results:
+        suite = ET.SubElement(suites, "testsuite", name=f"policy.{r.stack}")
+        by_policy: dict[str, list[Violation]] = {}
+        for v in r.violations:
+            by_policy.setdefault(v.policy, []).append(v)
+        failures = 0
+        for p in sorted(r.policies, key=lambda p: p.name):
+            case = ET.SubElement(suite, "testcase", classname=f"finml.policy.{r.stack}", name=p.name)
+            found = by_policy.get(p.name, [])
+            mandatory = [v for v in found if v.enforcement == "mandatory"]
+            body = "\n".join(f"{v.urn or '(stack)'}: {v.message} [site={v.site}; classification={v.classification}]"
+                             f" — fix: {v.remediation}" for v in found)
+            if mandatory:
+                failures += 1
+                fail = ET.SubElement(case, "failure", type=p.severity,
+                                     message=f"{len(mandatory)} mandatory violation(s) of {p.name}")
+                fail.text = body
+            elif found:
+                ET.SubElement(case, "system-out").text = "advisory:\n" + body
+        suite.set("tests", str(len(r.policies)))
+        suite.set("failures", str(failures))
+        suite.set("errors", "0")
+        total_tests += len(r.policies)
+        total_failures += failures
+    suites.set("tests", str(total_tests))
+    suites.set("failures", str(total_failures))
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def render(results: list[CheckResult], fmt: str) -> str:
+    if fmt == "text":
+        return "".join(render_text(r) for r in results)
+    if fmt == "json":
+        return render_json(results)
+    if fmt == "sarif":
+        return render_sarif(results)
+    if fmt == "junit":
+        return render_junit(results)
+    raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")

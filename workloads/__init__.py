@@ -1,0 +1,1 @@
+"""ML platform ComponentResources on Kubernetes: feature store, training, serving."""
