@@ -32,7 +32,7 @@ DEFAULT_AZ_COUNT = 2
 DEFAULT_EKS_VERSION = "1.31"
 DEFAULT_SYSTEM_INSTANCE_TYPE = "m7i.xlarge"
 DEFAULT_GPU_DISK_GIB = 200
-DEFAULT_KUBERNETES_VERSION = "1.31"
+DEFAULT_KUBERNETES_VERSION = "1.31.4"
 
 SITE_RE = re.compile(r"^(aws):([a-z]{2}(-gov)?-[a-z]+-\d)$|^(onprem):([a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)$")
 SITE_PATTERN_RE = re.compile(r"^(aws|onprem):[a-z0-9*?-]+$")
@@ -48,13 +48,19 @@ def site_matches(site: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(site, pattern)
 
 
+def _printable(text: str) -> str:
+    """One line per problem, whatever the input held: control characters are shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
 class ConfigError(Exception):
     """A configuration problem, already formatted for a person: file, key path, problem, what is allowed."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source = source
         self.problems = problems
-        lines = [f"{source}: {key}: {msg}" if key else f"{source}: {msg}" for key, msg in problems]
+        lines = [f"{source}: {_printable(key)}: {_printable(msg)}" if key else f"{source}: {_printable(msg)}"
+                 for key, msg in problems]
         super().__init__("\n".join(lines))
 
 
@@ -182,10 +188,18 @@ class OnPremNode(_Model):
 
 class OnPremKubernetes(_Model):
     api_endpoint: str = Field(description="host:port of the cluster API (join endpoint)", pattern=r"^[A-Za-z0-9.-]+:\d+$")
-    version: str = Field(default=DEFAULT_KUBERNETES_VERSION, pattern=r"^1\.\d{2}$", description="Kubernetes minor")
+    version: str = Field(default=DEFAULT_KUBERNETES_VERSION, pattern=r"^1\.\d{2}\.\d+$",
+                         description="Kubernetes version pinned to the patch release, e.g. 1.31.4")
     kubeconfig_secret: str = Field(
         description="Name of the `secure:` stack config key (under finml:) holding the cluster's kubeconfig"
     )
+
+
+class PackageSource(_Model):
+    url: str = Field(description="APT repository URL (the bank's mirror for air-gapped sites)", pattern=r"^https?://\S+$")
+    suites: list[str] = Field(min_length=1, description="APT suites, e.g. ['/'] for flat NVIDIA repos")
+    components: list[str] = Field(default_factory=list, description="APT components")
+    key: str = Field(description="URL or node-local path of the repository's signing key")
 
 
 class OnPremSite(_Model):
@@ -197,6 +211,9 @@ class OnPremSite(_Model):
     nvidia_driver_branch: str | None = Field(default=None, pattern=r"^\d{3}$", description="Override driver branch")
     nodes: list[OnPremNode] = Field(min_length=1, description="Bare-metal GPU nodes")
     run_ansible: bool = Field(default=True, description="Run ansible-playbook from `pulumi up`")
+    package_sources: dict[Literal["nvidia_cuda", "nvidia_container_toolkit", "kubernetes"], PackageSource] = Field(
+        default_factory=dict, description="APT sources for NVIDIA and Kubernetes packages (point at your mirrors)"
+    )
 
 
 Site = Annotated[Union[AwsSite, OnPremSite], Field(discriminator="kind")]

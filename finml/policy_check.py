@@ -267,7 +267,16 @@ def site_of(plan_index: dict[str, PlanResource], res: PlanResource) -> str:
     return "?"
 
 
-def check_plan(plan: Plan, pack_dir: Path = DEFAULT_PACK_DIR, policy_config: dict[str, Any] | None = None) -> CheckResult:
+def check_plan(plan: Plan, pack_dir: Path = DEFAULT_PACK_DIR, policy_config: dict[str, Any] | None = None,
+               pack: PolicyPackProcess | None = None) -> CheckResult:
+    """Check one plan. Pass a started `pack` to check many plans against one pack process (mutation tests)."""
+    if pack is None:
+        with PolicyPackProcess(pack_dir) as started:
+            return _check_with(plan, started, policy_config)
+    return _check_with(plan, pack, policy_config)
+
+
+def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, Any] | None) -> CheckResult:
     index = plan.by_urn()
     resources = sorted(plan.resources, key=lambda r: r.urn)
     checked = [r for r in resources if r.type != "pulumi:pulumi:Stack"]
@@ -279,36 +288,35 @@ def check_plan(plan: Plan, pack_dir: Path = DEFAULT_PACK_DIR, policy_config: dic
             site = site_of(index, r)
             by_site[site] = by_site.get(site, 0) + 1
 
-    with PolicyPackProcess(pack_dir) as pack:
-        stub = pack.stub
-        assert stub is not None
-        try:
-            info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
-            stub.GetPluginInfo(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
-            policies = _policy_infos(info)
-            stub.Configure(configure_request(policy_config, policies), timeout=RPC_TIMEOUT_S)
-            stub.ConfigureStack(analyzer_pb2.AnalyzerStackConfigureRequest(
-                stack=plan.stack, project=plan.project, organization="organization", dry_run=True,
-                config={k: (v if isinstance(v, str) else json.dumps(v)) for k, v in plan.config.items()}),
-                timeout=RPC_TIMEOUT_S)
-            diagnostics = []
-            for r in checked:
-                req = analyzer_pb2.AnalyzeRequest(type=r.type, properties=_struct(r.props), urn=r.urn, name=r.name,
-                                                  options=_options(r), provider=_provider_message(index, r))
-                resp = stub.Analyze(req, timeout=RPC_TIMEOUT_S)
-                diagnostics.extend((d, r.urn) for d in resp.diagnostics)
-            stack_req = analyzer_pb2.AnalyzeStackRequest(resources=[
-                analyzer_pb2.AnalyzerResource(
-                    type=r.type, properties=_struct(r.props), urn=r.urn, name=r.name, options=_options(r),
-                    provider=_provider_message(index, r), parent=r.parent or "", dependencies=r.dependencies,
-                    propertyDependencies={k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
-                                          for k, v in r.property_dependencies.items()})
-                for r in resources])
-            resp = stub.AnalyzeStack(stack_req, timeout=RPC_TIMEOUT_S)
-            diagnostics.extend((d, "") for d in resp.diagnostics)
-        except grpc.RpcError as exc:
-            raise PolicyPackError(f"policy pack failed during analysis: {exc.details()}\n"
-                                  f"{pack.stderr_text()[-3000:]}") from None
+    stub = pack.stub
+    assert stub is not None
+    try:
+        info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
+        stub.GetPluginInfo(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
+        policies = _policy_infos(info)
+        stub.Configure(configure_request(policy_config, policies), timeout=RPC_TIMEOUT_S)
+        stub.ConfigureStack(analyzer_pb2.AnalyzerStackConfigureRequest(
+            stack=plan.stack, project=plan.project, organization="organization", dry_run=True,
+            config={k: (v if isinstance(v, str) else json.dumps(v)) for k, v in plan.config.items()}),
+            timeout=RPC_TIMEOUT_S)
+        diagnostics = []
+        for r in checked:
+            req = analyzer_pb2.AnalyzeRequest(type=r.type, properties=_struct(r.props), urn=r.urn, name=r.name,
+                                              options=_options(r), provider=_provider_message(index, r))
+            resp = stub.Analyze(req, timeout=RPC_TIMEOUT_S)
+            diagnostics.extend((d, r.urn) for d in resp.diagnostics)
+        stack_req = analyzer_pb2.AnalyzeStackRequest(resources=[
+            analyzer_pb2.AnalyzerResource(
+                type=r.type, properties=_struct(r.props), urn=r.urn, name=r.name, options=_options(r),
+                provider=_provider_message(index, r), parent=r.parent or "", dependencies=r.dependencies,
+                propertyDependencies={k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
+                                      for k, v in r.property_dependencies.items()})
+            for r in resources])
+        resp = stub.AnalyzeStack(stack_req, timeout=RPC_TIMEOUT_S)
+        diagnostics.extend((d, "") for d in resp.diagnostics)
+    except grpc.RpcError as exc:
+        raise PolicyPackError(f"policy pack failed during analysis: {exc.details()}\n"
+                              f"{pack.stderr_text()[-3000:]}") from None
 
     by_name = {p.name: p for p in policies}
     violations = []
