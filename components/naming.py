@@ -31,11 +31,11 @@ def site_label_value(site: str) -> str:
 
 def aws_tags(site: str, stack: str, classification: str | None = None, extra: dict[str, str] | None = None,
              name: str | None = None) -> dict[str, str]:
-    tags = {SITE_TAG: site, STACK_TAG: stack, MANAGED_BY_TAG: "finml"}
+    # Extra tags first: finml's own keys always win, so a stack's free-form tags cannot relabel a resource.
+    tags = dict(extra or {})
+    tags.update({SITE_TAG: site, STACK_TAG: stack, MANAGED_BY_TAG: "finml"})
     if classification is not None:
         tags[CLASSIFICATION_TAG] = classification
     if name is not None:
         tags["Name"] = name
-    if extra:
-        tags.update(extra)
     return dict(sorted(tags.items()))

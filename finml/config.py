@@ -130,7 +130,14 @@ class AwsNetworkConfig(_Model):
         default="none", description="'none': no internet egress, VPC endpoints only; 'nat': NAT gateway egress"
     )
 
-    _cidr = field_validator("vpc_cidr")(_check_cidr)
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_cidr(cls, value: str) -> str:
+        _check_cidr(value)
+        net = ipaddress.ip_network(value)
+        if net.version != 4 or not 16 <= net.prefixlen <= 22:
+            raise ValueError(f"{value!r}: a VPC needs an IPv4 range from /16 to /22 (room for subnets in 3 AZs)")
+        return value
 
 
 class StorageConfig(_Model):
@@ -461,8 +468,12 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
     for i, link in enumerate(platform.vpn):
         if not isinstance(sites.get(link.aws_site), AwsSite) or sites[link.aws_site].network is None:
             problems.append((f"{p}.vpn[{i}].awsSite", f"{link.aws_site!r} is not an AWS site with a network"))
-        if not isinstance(sites.get(link.onprem_site), OnPremSite):
+        onprem = sites.get(link.onprem_site)
+        if not isinstance(onprem, OnPremSite):
             problems.append((f"{p}.vpn[{i}].onpremSite", f"{link.onprem_site!r} is not a declared on-prem site"))
+        elif any(ipaddress.ip_network(c).version != 4 for c in onprem.network.model_dump().values()):
+            problems.append((f"{p}.vpn[{i}].onpremSite", f"{link.onprem_site!r} has IPv6 networks; the site-to-site "
+                                                         f"VPN routes IPv4 only"))
 
     if platform.aws_account_id is None and any(isinstance(s, AwsSite) for s in sites.values()):
         problems.append((f"{p}.awsAccountId", "required when the stack has an AWS site: 12 digits"))

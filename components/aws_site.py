@@ -1,0 +1,98 @@
+"""Wires one AWS site: EncryptionKeys → Network → Storage → GpuCluster.
+
+Keys come first because the network's flow-log bucket is encrypted with the site's CMK; the keys need nothing from
+the network. A replica-only site (no `network`) gets keys and buckets but no VPC, EFS or EKS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components import naming
+from components.encryption import EncryptionKeys, EncryptionKeysArgs
+from components.gpu_cluster import GpuCluster, GpuClusterArgs
+from components.network import FLOW_LOG_CLASSIFICATION, Network, NetworkArgs, VpnLinkArgs
+from components.storage import Storage, StorageArgs
+from finml.config import AwsSite, OnPremSite, StackConfig
+
+
+@dataclass
+class AwsSiteOutputs:
+    site: str
+    network: Network | None
+    keys: EncryptionKeys
+    storage: Storage
+    cluster: GpuCluster | None
+
+
+def vpn_links_for(stack: StackConfig, site_id: str) -> list[VpnLinkArgs]:
+    """The stack's VPN links that terminate at `site_id`, each with its on-prem site's networks."""
+    links = []
+    for link in stack.platform.vpn:
+        if link.aws_site != site_id:
+            continue
+        onprem = stack.platform.sites.get(link.onprem_site)
+        if not isinstance(onprem, OnPremSite):  # config cross-checks reject this; never route an unknown peer
+            raise ValueError(f"VPN link from {site_id} names {link.onprem_site!r}, which is not an on-prem site")
+        links.append(VpnLinkArgs.from_config(link, onprem))
+    return links
+
+
+def build_aws_site(
+    stack: StackConfig,
+    site_id: str,
+    site: AwsSite,
+    provider_for: Callable[[str], aws.Provider],
+    profiles: Mapping[str, Any],
+    account_id: str,
+) -> AwsSiteOutputs:
+    """Create every component of one AWS site with that site's explicit provider."""
+    if not account_id:
+        raise ValueError(f"{site_id}: an AWS account id is needed for key policies (finml:platform.awsAccountId)")
+    name = naming.slug(site_id)
+    provider = provider_for(site_id)
+    opts = pulumi.ResourceOptions(provider=provider)
+    extra_tags = dict(stack.platform.tags)
+    replicate_to = site.storage.replicate_to
+    replica_provider = provider_for(replicate_to) if replicate_to is not None else None
+
+    keys = EncryptionKeys(name, EncryptionKeysArgs(
+        site=site_id, stack=stack.stack, classifications=list(site.classifications), account_id=account_id,
+        replicate_to=replicate_to, replica_provider=replica_provider, extra_tags=extra_tags,
+    ), opts)
+
+    network = None
+    if site.network is not None:
+        network = Network(name, NetworkArgs(
+            site=site_id, stack=stack.stack, account_id=account_id, network=site.network,
+            flow_log_key_arn=keys.key_for(FLOW_LOG_CLASSIFICATION).arn,
+            vpn_links=vpn_links_for(stack, site_id), extra_tags=extra_tags,
+        ), opts)
+
+    storage = Storage(name, StorageArgs(
+        site=site_id, stack=stack.stack, account_id=account_id, classifications=list(site.classifications),
+        key_arns=keys.key_arns, storage=site.storage, replica_key_arns=keys.replica_key_arns,
+        replica_provider=replica_provider,
+        node_subnet_ids=network.node_subnet_ids if network is not None else None,
+        node_subnet_count=len(network.availability_zones) if network is not None else 0,
+        node_security_group_id=network.node_security_group_id if network is not None else None,
+        vpc_id=network.vpc_id if network is not None else None,
+        extra_tags=extra_tags,
+    ), opts)
+
+    cluster = None
+    if site.eks is not None and network is not None:
+        highest = keys.highest_classification()
+        cluster = GpuCluster(name, GpuClusterArgs(
+            site=site_id, stack=stack.stack, eks=site.eks, profiles=profiles,
+            subnet_ids=network.node_subnet_ids, node_security_group_id=network.node_security_group_id,
+            secrets_key_arn=keys.key_arns[highest], volume_key_arn=keys.key_arns[highest],
+            data_classification=highest, extra_tags=extra_tags,
+        ), opts)
+
+    return AwsSiteOutputs(site=site_id, network=network, keys=keys, storage=storage, cluster=cluster)
