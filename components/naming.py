@@ -39,3 +39,18 @@ def aws_tags(site: str, stack: str, classification: str | None = None, extra: di
     if name is not None:
         tags["Name"] = name
     return dict(sorted(tags.items()))
+
+
+def bucket_name(stack: str, resource_name: str, account_id: str) -> str:
+    """A physical S3 bucket name known before `up` (so bucket policies and replication rules are known at preview).
+
+    Globally unique by account id, at most 63 characters; over-long names keep a hash of the full name.
+    """
+    import hashlib
+
+    base = slug(f"finml-{stack}-{resource_name.removeprefix('aws-')}")
+    name = f"{base}-{account_id}"
+    if len(name) > 63:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{base[: 63 - len(account_id) - len(digest) - 2].rstrip('-')}-{digest}-{account_id}"
+    return name

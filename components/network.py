@@ -289,7 +289,8 @@ class Network(pulumi.ComponentResource):
 
         made = secure_bucket(
             naming.child_name(self._name, "flow-logs"),
-            parent=self, site=args.site, stack=args.stack, classification=FLOW_LOG_CLASSIFICATION,
+            parent=self, site=args.site, stack=args.stack, account_id=args.account_id,
+            classification=FLOW_LOG_CLASSIFICATION,
             kms_key_arn=args.flow_log_key_arn, extra_tags=args.extra_tags,
             extra_policy_statements=delivery_statements,
         )

@@ -56,6 +56,7 @@ def secure_bucket(
     parent: pulumi.Resource,
     site: str,
     stack: str,
+    account_id: str,
     classification: str,
     kms_key_arn: pulumi.Input[str],
     extra_tags: Mapping[str, str] | None = None,
@@ -71,8 +72,10 @@ def secure_bucket(
     depends on the public access block so that a policy is never briefly applied to a bucket without the block.
     """
     opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+    physical_name = naming.bucket_name(stack, name, account_id)
     bucket = aws.s3.Bucket(
         name,
+        bucket=physical_name,
         force_destroy=False,
         object_lock_enabled=object_lock_enabled or None,
         tags=naming.aws_tags(site, stack, classification, dict(extra_tags or {}), name=name),
@@ -120,7 +123,8 @@ def secure_bucket(
     policy = aws.s3.BucketPolicy(
         naming.child_name(name, "policy"),
         bucket=bucket.id,
-        policy=bucket.arn.apply(policy_json),
+        # Built from the known name, not bucket.arn: the policy is then known at preview and the gate can check it.
+        policy=policy_json(f"arn:aws:s3:::{physical_name}"),
         opts=pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=[public_access_block, ownership]),
     )
     logging = None
@@ -230,7 +234,7 @@ class Storage(pulumi.ComponentResource):
         log_key = args.key_arns[pick_classification(list(args.classifications), LOG_CLASSIFICATION)]
         self.access_log_bucket = secure_bucket(
             naming.child_name(self._name, "access-logs"),
-            parent=self, site=args.site, stack=args.stack, classification=LOG_CLASSIFICATION,
+            parent=self, site=args.site, stack=args.stack, account_id=args.account_id, classification=LOG_CLASSIFICATION,
             kms_key_arn=log_key, extra_tags=args.extra_tags,
             extra_policy_statements=s3_access_log_delivery_statements(args.account_id, "arn:aws:s3:::*"),
         ).bucket
@@ -242,7 +246,7 @@ class Storage(pulumi.ComponentResource):
         for classification in sorted(set(args.classifications), key=classification_rank):
             made = secure_bucket(
                 naming.child_name(self._name, "data", classification),
-                parent=self, site=args.site, stack=args.stack, classification=classification,
+                parent=self, site=args.site, stack=args.stack, account_id=args.account_id, classification=classification,
                 kms_key_arn=args.key_arns[classification], extra_tags=args.extra_tags,
                 log_bucket=self.access_log_bucket.id, object_lock_enabled=args.object_lock_enabled,
             )
@@ -260,7 +264,7 @@ class Storage(pulumi.ComponentResource):
         replica_log_key = args.replica_key_arns[pick_classification(replica_classifications, LOG_CLASSIFICATION)]
         replica_logs = secure_bucket(
             naming.child_name(self._name, "replica-access-logs"),
-            parent=self, site=target, stack=args.stack, classification=LOG_CLASSIFICATION,
+            parent=self, site=target, stack=args.stack, account_id=args.account_id, classification=LOG_CLASSIFICATION,
             kms_key_arn=replica_log_key, extra_tags=args.extra_tags, provider=args.replica_provider,
             extra_policy_statements=s3_access_log_delivery_statements(args.account_id, "arn:aws:s3:::*"),
         ).bucket
@@ -278,7 +282,7 @@ class Storage(pulumi.ComponentResource):
         for classification, source in self.data_buckets.items():
             replica = secure_bucket(
                 naming.child_name(self._name, "replica", classification),
-                parent=self, site=target, stack=args.stack, classification=classification,
+                parent=self, site=target, stack=args.stack, account_id=args.account_id, classification=classification,
                 kms_key_arn=args.replica_key_arns[classification],
                 extra_tags={**args.extra_tags, "finml:replica-of": args.site},
                 provider=args.replica_provider, log_bucket=replica_logs.id,

@@ -69,7 +69,8 @@ def assert_bucket_secure(mocks, bucket) -> None:
     deny_tls = [s for s in statements if s["Effect"] == "Deny"
                 and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"]
     assert deny_tls and deny_tls[0]["Action"] == "s3:*", f"{bucket} does not deny non-TLS access"
-    assert f"arn:aws:s3:::{bucket.name}/*" in deny_tls[0]["Resource"]
+    assert bucket.inputs["bucket"].startswith("finml-"), f"{bucket}: physical name not set before up"
+    assert f"arn:aws:s3:::{bucket.inputs['bucket']}/*" in deny_tls[0]["Resource"]
     for st in statements:
         if st["Effect"] == "Allow":
             assert "Service" in st["Principal"] and st["Condition"], f"{bucket}: unscoped grant {st}"

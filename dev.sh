@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# finml's one entry point on a fresh machine (Debian/Ubuntu, Python >= 3.11, root or sudo for apt).
+#   ./dev.sh main    set up, then the main job: offline preview + policy check of the default stack (dev)
+#   ./dev.sh test    set up (incl. Debian packages for the SSH test hosts), preview every stack, run all tests
+#   ./dev.sh setup   only set up the virtual environment
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(debootstrap openssh-server openssh-client nftables)
+VENV=.venv
+
+log() { printf '[dev.sh] %s\n' "$*" >&2; }
+
+setup_system() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+setup_python() {
+  local stamp="$VENV/.finml-installed"
+  local want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing Python dependencies into $VENV (first run takes several minutes)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$want" >"$stamp"
+  fi
+}
+
+cmd="${1:-}"
+case "$cmd" in
+  setup)
+    setup_python
+    ;;
+  main)
+    setup_python
+    exec "$VENV/bin/finml" preview --stack dev
+    ;;
+  test)
+    setup_system
+    setup_python
+    log "offline preview + policy check of every stack"
+    "$VENV/bin/finml" preview --all
+    log "test suite"
+    exec "$VENV/bin/python" -m pytest
+    ;;
+  *)
+    echo "usage: ./dev.sh main|test|setup" >&2
+    exit 2
+    ;;
+esac

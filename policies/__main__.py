@@ -1,0 +1,11 @@
+"""finml guardrails policy pack: assembles the rules; every rule lives in finml_rules/<area>.py."""
+
+from pulumi_policy import EnforcementLevel, PolicyPack
+
+from finml_rules import encryption, gpu, kubernetes, network, residency
+
+PolicyPack(
+    name="finml-guardrails",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    policies=residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES,
+)

@@ -1,0 +1,1 @@
+"""finml guardrail rules, one module per area; each module exports ``POLICIES``."""

@@ -1,0 +1,84 @@
+"""Policy-pack config for ``pulumi preview --policy-pack policies --policy-pack-config <file>``.
+
+The CLI (``finml policy config --stack NAME``) calls :func:`pack_config` with the stack's residency map
+and declared sites and writes the result as JSON.
+
+Every policy gets an explicit ``enforcementLevel``: the Analyzer's ``Configure`` maps a policy config
+without one to the protobuf default, which is ADVISORY, so a config carrying only properties would
+silently downgrade the mandatory rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .common import CLASSIFICATIONS, DEFAULT_EXEMPT_NAMESPACES, is_valid_site
+
+ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
+
+
+def all_policies() -> list:
+    from . import encryption, gpu, kubernetes, network, residency  # pylint: disable=import-outside-toplevel
+    return residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES
+
+
+def all_policy_names() -> list[str]:
+    """Rule ids in pack order."""
+    return [policy.name for policy in all_policies()]
+
+
+def _check_pattern(pattern: Any, where: str) -> None:
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"{where}: {pattern!r} is not a site pattern")
+    if is_valid_site(pattern):
+        return
+    if any(ch in pattern for ch in "*?[") and pattern.split(":", 1)[0] in ("aws", "onprem") and ":" in pattern:
+        return
+    raise ValueError(f"{where}: {pattern!r} is neither a site (aws:<region>, onprem:<site-id>) nor a glob over "
+                     "sites such as aws:eu-* or onprem:*")
+
+
+def pack_config(residency: dict[str, list[str]], sites: list[str],
+                enforcement: Optional[dict[str, str]] = None,
+                exempt_namespaces: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+    """The JSON object for ``--policy-pack-config``: policy name -> {enforcementLevel, config props}.
+
+    ``residency``: classification -> allowed site patterns; ``sites``: the stack's declared sites;
+    ``enforcement``: optional per-policy level overrides (advisory/mandatory/disabled);
+    ``exempt_namespaces``: Kubernetes namespaces exempt from pod-hardening rules (default kube-system).
+    Raises ValueError naming the offending key on bad input."""
+    if not isinstance(residency, dict) or not residency:
+        raise ValueError("residency must map classifications to lists of allowed site patterns")
+    for classification, patterns in residency.items():
+        if classification not in CLASSIFICATIONS:
+            raise ValueError(f"residency: unknown classification {classification!r} "
+                             f"(expected one of {', '.join(CLASSIFICATIONS)})")
+        if not isinstance(patterns, list):
+            raise ValueError(f"residency.{classification} must be a list of site patterns")
+        for pattern in patterns:
+            _check_pattern(pattern, f"residency.{classification}")
+    if not isinstance(sites, list) or not sites:
+        raise ValueError("sites must be a non-empty list of declared sites")
+    for site in sites:
+        if not is_valid_site(site):
+            raise ValueError(f"sites: {site!r} is not a site (aws:<region> or onprem:<site-id>)")
+    policies = all_policies()
+    names = {policy.name for policy in policies}
+    enforcement = dict(enforcement or {})
+    for name, level in enforcement.items():
+        if name not in names:
+            raise ValueError(f"enforcement: unknown policy {name!r}")
+        if level not in ENFORCEMENT_LEVELS:
+            raise ValueError(f"enforcement.{name}: {level!r} is not one of {', '.join(ENFORCEMENT_LEVELS)}")
+    namespaces = list(DEFAULT_EXEMPT_NAMESPACES if exempt_namespaces is None else exempt_namespaces)
+    values = {"residency": {k: list(v) for k, v in residency.items()}, "sites": list(sites),
+              "exemptNamespaces": namespaces}
+    config: dict[str, dict[str, Any]] = {}
+    for policy in policies:
+        default_level = policy.enforcement_level.value if policy.enforcement_level else "mandatory"
+        entry: dict[str, Any] = {"enforcementLevel": enforcement.get(policy.name, default_level)}
+        schema = policy.config_schema.properties if policy.config_schema else {}
+        for prop in schema:
+            entry[prop] = values[prop]
+        config[policy.name] = entry
+    return config

@@ -1,0 +1,666 @@
+"""Residency: every data-bearing resource, and every copy of its data, stays on sites allowed for its class.
+
+Classification problems (missing, unknown, invalid) are reported once, by residency-classification-required;
+the other residency rules skip a resource whose classification is missing and fail closed on everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
+
+from .common import (
+    AWS_DATA_TYPES, BACKUP_PLAN, BACKUP_SELECTION, BACKUP_VAULT, CLUSTER_TYPES, DATASET, DYNAMODB_TABLE, EBS_SNAPSHOT,
+    EBS_SNAPSHOT_COPY, EBS_VOLUME, EFS, EKS_CLUSTER, ELASTICACHE_RG, FSX_LUSTRE, K8S_DATA_TYPES, K8S_PROVIDER,
+    K8S_WORKLOAD_TYPES, KEY_TYPES, site_label_value, KMS_KEY, KMS_REPLICA_KEY, LABEL_CLASSIFICATION, LABEL_MODEL, LABEL_SITE, ML_TYPES,
+    MODEL, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET, S3_REPLICATION, S3_SSE, UNKNOWN, Derived, Residency, StackIndex,
+    as_list, aws_site, classification_of, describe, exempt_namespaces, failing_closed, get, k8s_label,
+    max_classification, namespace_name, plain, pod_spec, region_site_from_arn, require_residency, residency_schema,
+    resource_policy, stack_policy, violation_message,
+)
+
+SCHEMA = residency_schema()
+
+
+def _not_allowed(what: str, site: str, cls: str, residency: Residency) -> str:
+    return violation_message(
+        f"{what} is at {site}, which is not allowed for {cls} data (allowed: {residency.patterns(cls)}).", site, cls)
+
+
+def _check_placement(report: ReportViolation, urn: str, what: str, site: Derived, cls: Optional[str],
+                     residency: Residency) -> None:
+    if not site.known:
+        report(violation_message(f"{what} has no derivable site: {site.reason}; failing closed.", None, cls), urn)
+    elif not residency.allowed(site.value, cls):
+        report(_not_allowed(what, site.value, cls, residency), urn)
+
+
+def _exempt_unlabelled(index: StackIndex, resource: Any, exempt: tuple[str, ...]) -> bool:
+    """System workloads in exempt namespaces need no classification (they carry no business data)."""
+    props = index.props(resource)
+    return (resource.resource_type in K8S_WORKLOAD_TYPES and namespace_name(props) in exempt
+            and k8s_label(resource.resource_type, props, LABEL_CLASSIFICATION) is None)
+
+
+# --- residency-classification-required -------------------------------------------------------------
+
+def classification_required(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    exempt = exempt_namespaces(args.get_config())
+    applicable = [r for r in index.resources
+                  if (r.resource_type in AWS_DATA_TYPES or r.resource_type in K8S_DATA_TYPES
+                      or r.resource_type in ML_TYPES) and not _exempt_unlabelled(index, r, exempt)]
+    if require_residency(args, report, applicable) is None:
+        return
+    for resource in applicable:
+        with failing_closed(report, resource.urn, describe(resource)):
+            cls = index.classification(resource)
+            if not cls.known:
+                report(violation_message(f"{describe(resource)} has no usable classification: {cls.reason}.",
+                                         None, None), resource.urn)
+
+
+# --- residency-aws-data-site -------------------------------------------------------------------------
+
+def aws_data_site(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in AWS_DATA_TYPES:
+        return
+    residency = require_residency(args, report, [args])
+    if residency is None:
+        return
+    props = plain(args.props)
+    cls = classification_of(args.resource_type, props)
+    if not cls.known:
+        return  # reported by residency-classification-required
+    _check_placement(report, args.urn, describe(args), aws_site(props, args.provider), cls.value, residency)
+
+
+# --- residency-aws-site-declared ---------------------------------------------------------------------
+
+def aws_site_declared(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if not args.resource_type.startswith("aws:"):
+        return
+    residency = require_residency(args, report, [args])
+    if residency is None:
+        return
+    site = aws_site(plain(args.props), args.provider)
+    if not site.known:
+        report(violation_message(f"{describe(args)} has no derivable site: {site.reason}; failing closed."), args.urn)
+    elif not residency.declared(site.value):
+        report(violation_message(f"{describe(args)} is at {site.value}, which the stack does not declare in "
+                                 f"config `sites` ({', '.join(residency.sites) or 'none'}).", site.value), args.urn)
+
+
+# --- residency-cluster-site ---------------------------------------------------------------------------
+
+def cluster_site(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    clusters = index.of_type(*CLUSTER_TYPES)
+    used_providers = {r.provider.urn for r in index.resources
+                      if r.resource_type.startswith("kubernetes:") and r.provider is not None}
+    providers = [r for r in index.of_type(K8S_PROVIDER) if r.urn in used_providers]
+    residency = require_residency(args, report, clusters + providers)
+    if residency is None:
+        return
+    for cluster in clusters:
+        with failing_closed(report, cluster.urn, describe(cluster)):
+            site = index.cluster_site(cluster, residency)
+            if not site.known:
+                report(violation_message(f"{describe(cluster)} has no valid site: {site.reason}."), cluster.urn)
+    for provider in providers:
+        ancestor = provider.parent
+        while ancestor is not None and ancestor.resource_type not in CLUSTER_TYPES:
+            ancestor = ancestor.parent
+        if ancestor is None:
+            report(f"{describe(provider)} is not created under a finml cluster component, so the site of the "
+                   "Kubernetes objects it deploys cannot be derived.", provider.urn)
+
+
+# --- residency-k8s-data-site ---------------------------------------------------------------------------
+
+def k8s_data_site(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    applicable = [r for r in index.of_type(*K8S_DATA_TYPES) if index.classification(r).known]
+    residency = require_residency(args, report, applicable)
+    if residency is None:
+        return
+    for resource in applicable:
+        with failing_closed(report, resource.urn, describe(resource)):
+            cls = index.classification(resource).value
+            _check_placement(report, resource.urn, describe(resource), index.k8s_site(resource, residency), cls,
+                             residency)
+
+
+# --- residency-k8s-site-pinning -------------------------------------------------------------------------
+
+def _pin_problems(spec: Any, cluster_site: str, cls: str, residency: Residency) -> list[str]:
+    """Why the pod spec does not pin to the cluster's (allowed) site; empty when it does."""
+    if spec is UNKNOWN:
+        return ["its pod spec is unknown during preview"]
+    problems: list[str] = []
+
+    def check_values(values: Any, where: str) -> bool:
+        if values is UNKNOWN or any(v is UNKNOWN for v in values):
+            problems.append(f"{where} is unknown during preview")
+            return False
+        expected = site_label_value(cluster_site)
+        bad = [v for v in values if v != expected or not residency.allowed(cluster_site, cls)]
+        if bad:
+            problems.append(f"{where} allows {', '.join(map(str, bad))}, but only the cluster's site label "
+                            f"{expected} (site {cluster_site}, if allowed for {cls}: {residency.patterns(cls)}) "
+                            f"may be used")
+            return False
+        return bool(values)
+
+    pinned = False
+    selector = get(spec, "nodeSelector", default={})
+    if selector is UNKNOWN:
+        problems.append("its nodeSelector is unknown during preview")
+    elif get(selector, LABEL_SITE) is not None:
+        pinned = check_values([get(selector, LABEL_SITE)], f"nodeSelector {LABEL_SITE}") or pinned
+    terms = as_list(get(spec, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
+                        "nodeSelectorTerms"))
+    if terms is UNKNOWN:
+        problems.append("its required node affinity is unknown during preview")
+    elif terms:
+        all_terms_pin = True
+        for position, term in enumerate(terms):
+            expressions = as_list(get(term, "matchExpressions"))
+            if expressions is UNKNOWN:
+                problems.append(f"node affinity term {position} is unknown during preview")
+                all_terms_pin = False
+                continue
+            site_values = [get(e, "values", default=[]) for e in expressions
+                           if get(e, "key") == LABEL_SITE and get(e, "operator") == "In"]
+            if any(get(e, "key") is UNKNOWN for e in expressions):
+                problems.append(f"node affinity term {position} has an unknown key")
+                all_terms_pin = False
+            elif not site_values:
+                all_terms_pin = False
+            else:
+                for values in site_values:
+                    if not check_values(as_list(values), f"node affinity term {position} ({LABEL_SITE} In)"):
+                        all_terms_pin = False
+        pinned = pinned or all_terms_pin
+    if not pinned and not problems:
+        problems.append(f"it is not pinned to its cluster's site with a nodeSelector or required node affinity on "
+                        f"{LABEL_SITE}")
+    return problems
+
+
+def k8s_site_pinning(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    applicable = [r for r in index.of_type(*K8S_WORKLOAD_TYPES) if index.classification(r).known]
+    residency = require_residency(args, report, applicable)
+    if residency is None:
+        return
+    for resource in applicable:
+        with failing_closed(report, resource.urn, describe(resource)):
+            cls = index.classification(resource).value
+            site = index.k8s_site(resource, residency)
+            if not site.known:
+                report(violation_message(f"{describe(resource)} cannot be checked for site pinning: {site.reason}; "
+                                         "failing closed.", None, cls), resource.urn)
+                continue
+            problems = _pin_problems(pod_spec(resource.resource_type, index.props(resource)), site.value, cls,
+                                     residency)
+            if problems:
+                report(violation_message(f"{describe(resource)} is not pinned to an allowed site: "
+                                         f"{'; '.join(problems)}.", site.value, cls), resource.urn)
+
+
+# --- copies: S3 replication ------------------------------------------------------------------------------
+
+def _bucket_name_from_arn(arn: Any) -> Optional[str]:
+    if isinstance(arn, str) and arn is not UNKNOWN and arn.startswith("arn:aws") and ":s3:::" in arn:
+        return arn.split(":::", 1)[1].split("/", 1)[0]
+    return None
+
+
+def _buckets_named(index: StackIndex, name: str) -> list[Any]:
+    return [b for b in index.of_type(S3_BUCKET) if get(index.props(b), "bucket") == name]
+
+
+def linked_buckets(index: StackIndex, resource: Any) -> list[Any]:
+    """The bucket(s) a bucket-scoped resource (SSE config, policy, PAB, replication) applies to.
+
+    Property dependencies of ``bucket`` decide; without any (a plan that records only plain dependencies),
+    a known bucket name decides, and only then the Bucket resources among the plain dependencies."""
+    name = get(index.props(resource), "bucket")
+    if resource.property_dependencies:
+        found = index.refs(resource, "bucket", (S3_BUCKET,))
+        if found or not isinstance(name, str) or name is UNKNOWN:
+            return found
+        return _buckets_named(index, name)
+    if isinstance(name, str) and name is not UNKNOWN:
+        return _buckets_named(index, name)
+    return index.refs(resource, "bucket", (S3_BUCKET,))
+
+
+def _key_sites(index: StackIndex, resource: Any, prop: str,
+               value: Any) -> tuple[list[tuple[str, Derived]], Optional[str]]:
+    """Sites of the KMS key(s) a key reference resolves to: via lineage first, else the ARN's region."""
+    keys = index.refs(resource, prop, KEY_TYPES)
+    if keys:
+        return [(describe(k), index.aws_site(k)) for k in keys], None
+    arn_site = region_site_from_arn(value)
+    if arn_site is not None:
+        return [(f"KMS key {value}", Derived(arn_site))], None
+    shown = "unknown during preview" if value is UNKNOWN else repr(value)
+    return [], f"its KMS key reference ({prop}: {shown}) resolves to no KMS key in the stack and carries no region"
+
+
+def s3_replication_destination(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    configs = index.of_type(S3_REPLICATION)
+    residency = require_residency(args, report, configs)
+    if residency is None:
+        return
+    for config in configs:
+        with failing_closed(report, config.urn, describe(config)):
+            sources = linked_buckets(index, config)
+            source_cls = max_classification(index.classification(b).value for b in sources)
+            if not sources or source_cls is None or any(not index.classification(b).known for b in sources):
+                report(violation_message(f"{describe(config)}: the classification of the source bucket cannot be "
+                                         "derived; failing closed."), config.urn)
+                continue
+            rules = as_list(get(index.props(config), "rules"))
+            if rules is UNKNOWN:
+                report(violation_message(f"{describe(config)}: its rules are unknown during preview; failing closed.",
+                                         None, source_cls), config.urn)
+                continue
+            candidates = [b for b in index.refs(config, "rules", (S3_BUCKET,)) if b not in sources]
+            for position, rule in enumerate(rules):
+                destination = get(rule, "destination", "bucket")
+                name = _bucket_name_from_arn(destination)
+                if name is not None:
+                    targets = _buckets_named(index, name) or [b for b in candidates
+                                                               if get(index.props(b), "bucket") == name]
+                    if not targets:
+                        report(violation_message(
+                            f"{describe(config)} rule {position} replicates to bucket {name!r}, which is not in this "
+                            "stack; its region cannot be derived (S3 ARNs carry none); failing closed.",
+                            None, source_cls), config.urn)
+                        continue
+                elif candidates:
+                    targets = candidates  # unknown ARN: every bucket the rules were computed from must qualify
+                else:
+                    shown = "unknown during preview" if destination is UNKNOWN else repr(destination)
+                    report(violation_message(
+                        f"{describe(config)} rule {position} destination bucket ({shown}) resolves to no bucket in "
+                        "the stack; failing closed.", None, source_cls), config.urn)
+                    continue
+                for target in targets:
+                    site = index.aws_site(target)
+                    _check_placement(report, config.urn, f"{describe(config)} rule {position} replica "
+                                     f"{describe(target)}", site, source_cls, residency)
+                    replica_key = get(rule, "destination", "encryptionConfiguration", "replicaKmsKeyId")
+                    if replica_key is None:
+                        continue
+                    key_sites, problem = _key_sites(index, config, "rules", replica_key)
+                    if problem:
+                        report(violation_message(f"{describe(config)} rule {position}: {problem}; failing closed.",
+                                                 site.value, source_cls), config.urn)
+                    for key_name, key_site in key_sites:
+                        if not key_site.known or key_site.value != site.value:
+                            report(violation_message(
+                                f"{describe(config)} rule {position}: replica {key_name} is at "
+                                f"{key_site.value or 'an underivable site (' + str(key_site.reason) + ')'}, not at the "
+                                f"replica bucket's site.", site.value, source_cls), config.urn)
+
+
+# --- copies: AWS Backup copy actions ----------------------------------------------------------------------
+
+def _plan_classification(index: StackIndex, plan: Any) -> Derived:
+    own = index.classification(plan)
+    if own.known:
+        return own
+    protected = []
+    for selection in index.of_type(BACKUP_SELECTION):
+        if plan in index.refs(selection, "planId", (BACKUP_PLAN,)):
+            protected.extend(index.refs(selection, "resources", AWS_DATA_TYPES))
+    classes = [index.classification(r) for r in protected]
+    if not protected or not all(c.known for c in classes):
+        return Derived(None, "neither its tag nor the classified resources its backup selections cover decide it")
+    return Derived(max_classification(c.value for c in classes))
+
+
+def backup_copy_destination(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    plans = index.of_type(BACKUP_PLAN)
+    residency = require_residency(args, report, plans)
+    if residency is None:
+        return
+    for plan in plans:
+        with failing_closed(report, plan.urn, describe(plan)):
+            rules = as_list(get(index.props(plan), "rules"))
+            actions = [] if rules is UNKNOWN else [
+                (position, action) for position, rule in enumerate(rules)
+                for action in (as_list(get(rule, "copyActions")) if get(rule, "copyActions") is not UNKNOWN
+                               else [UNKNOWN])]
+            if rules is not UNKNOWN and not actions:
+                continue  # no copies
+            cls = _plan_classification(index, plan)
+            if not cls.known:
+                report(violation_message(f"{describe(plan)} copies backups, but its classification cannot be derived: "
+                                         f"{cls.reason}; failing closed."), plan.urn)
+                continue
+            if rules is UNKNOWN:
+                report(violation_message(f"{describe(plan)}: its rules are unknown during preview; failing closed.",
+                                         None, cls.value), plan.urn)
+                continue
+            vaults = index.refs(plan, "rules", (BACKUP_VAULT,))
+            for position, action in actions:
+                arn = get(action, "destinationVaultArn") if action is not UNKNOWN else UNKNOWN
+                arn_site = region_site_from_arn(arn)
+                if arn_site is not None:
+                    targets = [(f"vault {arn}", Derived(arn_site))]
+                elif vaults:
+                    targets = [(describe(v), index.aws_site(v)) for v in vaults]
+                else:
+                    report(violation_message(f"{describe(plan)} rule {position}: the copy destination vault is unknown "
+                                             "during preview and resolves to no vault in the stack; failing closed.",
+                                             None, cls.value), plan.urn)
+                    continue
+                for name, site in targets:
+                    _check_placement(report, plan.urn, f"{describe(plan)} rule {position} copy to {name}", site,
+                                     cls.value, residency)
+
+
+# --- copies: EBS snapshot copies ---------------------------------------------------------------------------
+
+def _snapshot_classification(index: StackIndex, copy: Any) -> Derived:
+    classes = [index.classification(copy)]
+    for source in index.refs(copy, "sourceSnapshotId", (EBS_SNAPSHOT, EBS_SNAPSHOT_COPY)):
+        classes.append(index.classification(source))
+        for volume in index.refs(source, "volumeId", (EBS_VOLUME,)):
+            classes.append(index.classification(volume))
+    known = max_classification(c.value for c in classes)
+    if known is None:
+        return Derived(None, "neither its tag nor its source snapshot/volume lineage gives a classification")
+    return Derived(known)
+
+
+def ebs_snapshot_copy(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    copies = index.of_type(EBS_SNAPSHOT_COPY)
+    residency = require_residency(args, report, copies)
+    if residency is None:
+        return
+    for copy in copies:
+        with failing_closed(report, copy.urn, describe(copy)):
+            cls = _snapshot_classification(index, copy)
+            if not cls.known:
+                report(violation_message(f"{describe(copy)}: {cls.reason}; failing closed."), copy.urn)
+                continue
+            _check_placement(report, copy.urn, describe(copy), index.aws_site(copy), cls.value, residency)
+
+
+# --- copies: KMS replica keys -------------------------------------------------------------------------------
+
+_KEY_PROPS = {  # data resource type -> (top-level prop, path to the key reference)
+    EBS_VOLUME: ("kmsKeyId", ("kmsKeyId",)),
+    EBS_SNAPSHOT_COPY: ("kmsKeyId", ("kmsKeyId",)),
+    EFS: ("kmsKeyId", ("kmsKeyId",)),
+    FSX_LUSTRE: ("kmsKeyId", ("kmsKeyId",)),
+    RDS_INSTANCE: ("kmsKeyId", ("kmsKeyId",)),
+    RDS_CLUSTER: ("kmsKeyId", ("kmsKeyId",)),
+    ELASTICACHE_RG: ("kmsKeyId", ("kmsKeyId",)),
+    EKS_CLUSTER: ("encryptionConfig", ("encryptionConfig", "provider", "keyArn")),
+    DYNAMODB_TABLE: ("serverSideEncryption", ("serverSideEncryption", "kmsKeyArn")),
+    BACKUP_VAULT: ("kmsKeyArn", ("kmsKeyArn",)),
+}
+
+
+def _key_consumers(index: StackIndex, key: Any) -> list[Any]:
+    """Data resources whose encryption uses ``key`` (SSE configs stand for their buckets)."""
+    found = []
+    for resource in index.resources:
+        if resource.resource_type == S3_SSE and key in index.refs(resource, "rules", KEY_TYPES):
+            found.extend(linked_buckets(index, resource))
+        elif resource.resource_type in _KEY_PROPS and key in index.refs(resource, _KEY_PROPS[resource.resource_type][0],
+                                                                            KEY_TYPES):
+            found.append(resource)
+    return found
+
+
+def key_classification(index: StackIndex, key: Any) -> Derived:
+    own = index.classification(key)
+    if own.known:
+        return own
+    consumers = [c for c in _key_consumers(index, key) if c.resource_type in AWS_DATA_TYPES]
+    known = max_classification(index.classification(c).value for c in consumers)
+    if known is None:
+        return Derived(None, f"{describe(key)} has no classification tag and protects no classified data in the stack")
+    return Derived(known)
+
+
+def kms_replica_key(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    replicas = index.of_type(KMS_REPLICA_KEY)
+    residency = require_residency(args, report, replicas)
+    if residency is None:
+        return
+    for replica in replicas:
+        with failing_closed(report, replica.urn, describe(replica)):
+            primaries = index.refs(replica, "primaryKeyArn", (KMS_KEY,))
+            if not primaries:
+                report(violation_message(f"{describe(replica)}: its primary key is not a key in this stack, so the "
+                                         "classification it protects cannot be derived; failing closed."),
+                       replica.urn)
+                continue
+            classes = [key_classification(index, p) for p in primaries] + [index.classification(replica)]
+            cls = max_classification(c.value for c in classes)
+            if cls is None:
+                report(violation_message(f"{describe(replica)}: {classes[0].reason}; failing closed."), replica.urn)
+                continue
+            _check_placement(report, replica.urn, describe(replica), index.aws_site(replica), cls, residency)
+
+
+# --- residency-kms-key-colocated ----------------------------------------------------------------------------
+
+def kms_key_colocated(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    users = [r for r in index.resources if r.resource_type in _KEY_PROPS or r.resource_type == S3_SSE]
+    residency = require_residency(args, report, users)
+    if residency is None:
+        return
+    for user in users:
+        with failing_closed(report, user.urn, describe(user)):
+            props = index.props(user)
+            if user.resource_type == S3_SSE:
+                rules = as_list(get(props, "rules"))
+                refs = ([UNKNOWN] if rules is UNKNOWN else
+                        [get(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId") for r in rules])
+                prop, data = "rules", linked_buckets(index, user)
+                if not data:
+                    report(violation_message(f"{describe(user)}: the bucket it encrypts is not derivable; "
+                                             "failing closed."), user.urn)
+                    continue
+            else:
+                prop, path = _KEY_PROPS[user.resource_type]
+                refs, data = [get(props, *path)], [user]
+            for ref in refs:
+                if ref is None:
+                    continue  # no CMK configured: the encryption rules report that
+                key_sites, problem = _key_sites(index, user, prop, ref)
+                for item in data:
+                    data_site = index.aws_site(item)
+                    cls = index.classification(item).value
+                    if problem:
+                        report(violation_message(f"{describe(user)}: {problem}; failing closed.", data_site.value,
+                                                 cls), user.urn)
+                        continue
+                    if not data_site.known:
+                        report(violation_message(f"{describe(item)} has no derivable site: {data_site.reason}; "
+                                                 "failing closed.", None, cls), user.urn)
+                        continue
+                    for key_name, key_site in key_sites:
+                        if key_site.value != data_site.value:
+                            where = key_site.value or f"an underivable site ({key_site.reason})"
+                            report(violation_message(f"{key_name} protecting {describe(item)} is at {where}, not at "
+                                                     f"the data's site.", data_site.value, cls), user.urn)
+
+
+# --- ML lineage ---------------------------------------------------------------------------------------------
+
+def _datasets_by_name(index: StackIndex) -> dict[str, Any]:
+    return {get(index.props(d), "name"): d for d in index.of_type(DATASET)
+            if isinstance(get(index.props(d), "name"), str) and get(index.props(d), "name") is not UNKNOWN}
+
+
+def model_effective_classification(index: StackIndex, model: Any) -> Derived:
+    """max(declared, datasets'); unknown if any training dataset is missing or unclassified."""
+    datasets = _datasets_by_name(index)
+    trained_on = as_list(get(index.props(model), "trainedOn"))
+    if trained_on is UNKNOWN or any(n is UNKNOWN for n in trained_on):
+        return Derived(None, f"the training datasets of model '{model.name}' are unknown during preview")
+    classes = []
+    for name in trained_on:
+        if name not in datasets:
+            return Derived(None, f"model '{model.name}' is trained on dataset {name!r}, which is not in the stack")
+        cls = index.classification(datasets[name])
+        if not cls.known:
+            return Derived(None, f"dataset {name!r}: {cls.reason}")
+        classes.append(cls.value)
+    declared = index.classification(model)
+    return Derived(max_classification(classes + [declared.value]) or None,
+                   None if classes or declared.known else f"model '{model.name}' has no classification")
+
+
+def model_training_lineage(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    models = index.of_type(MODEL)
+    if require_residency(args, report, models) is None:
+        return
+    for model in models:
+        with failing_closed(report, model.urn, describe(model)):
+            effective = model_effective_classification(index, model)
+            declared = index.classification(model)
+            if not effective.known:
+                report(violation_message(f"{describe(model)}: {effective.reason}; failing closed.", None,
+                                         declared.value), model.urn)
+            elif declared.known and declared.value != effective.value:
+                report(violation_message(f"{describe(model)} is declared {declared.value}, below the "
+                                         f"{effective.value} data it was trained on.", None, effective.value),
+                       model.urn)
+
+
+def model_serving_site(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    serving = [r for r in index.of_type(*K8S_WORKLOAD_TYPES)
+               if k8s_label(r.resource_type, index.props(r), LABEL_MODEL) is not None]
+    residency = require_residency(args, report, serving)
+    if residency is None:
+        return
+    models = {get(index.props(m), "name"): m for m in index.of_type(MODEL)
+              if isinstance(get(index.props(m), "name"), str) and get(index.props(m), "name") is not UNKNOWN}
+    for workload in serving:
+        with failing_closed(report, workload.urn, describe(workload)):
+            name = k8s_label(workload.resource_type, index.props(workload), LABEL_MODEL)
+            site = index.k8s_site(workload, residency)
+            if name is UNKNOWN or name not in models:
+                shown = "unknown during preview" if name is UNKNOWN else repr(name)
+                report(violation_message(f"{describe(workload)} serves model {shown}, which is not a model in the "
+                                         "stack, so its classification cannot be derived; failing closed.",
+                                         site.value), workload.urn)
+                continue
+            cls = model_effective_classification(index, models[name])
+            if not cls.known:
+                report(violation_message(f"{describe(workload)} serves model {name!r}: {cls.reason}; failing closed.",
+                                         site.value), workload.urn)
+                continue
+            _check_placement(report, workload.urn, f"{describe(workload)} serving model {name!r}", site, cls.value,
+                             residency)
+
+
+def dataset_site(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    datasets = [d for d in index.of_type(DATASET) if index.classification(d).known]
+    residency = require_residency(args, report, datasets)
+    if residency is None:
+        return
+    for dataset in datasets:
+        with failing_closed(report, dataset.urn, describe(dataset)):
+            cls = index.classification(dataset).value
+            site = index.site(dataset, residency)
+            if site.known and not residency.declared(site.value):
+                report(violation_message(f"{describe(dataset)} is at {site.value}, which the stack does not declare "
+                                         "in config `sites`.", site.value, cls), dataset.urn)
+                continue
+            _check_placement(report, dataset.urn, describe(dataset), site, cls, residency)
+
+
+# --- the rules ------------------------------------------------------------------------------------------------
+
+_FIX = "Place the data (and every copy) on a site allowed for its classification in the policy config `residency`."
+
+POLICIES: list = [
+    stack_policy("residency-classification-required",
+                 "Ensure every data-bearing resource (AWS data stores, Kubernetes PVCs and workloads, datasets, "
+                 "models) declares a valid classification.",
+                 classification_required, Severity.HIGH,
+                 "Tag AWS resources with finml:classification, label Kubernetes objects with "
+                 "finml.io/classification, set `classification` on datasets and models.",
+                 residency_schema(with_exempt_namespaces=True)),
+    resource_policy("residency-aws-data-site",
+                    "Ensure every AWS data store is in a site allowed for its classification.",
+                    aws_data_site, Severity.CRITICAL, _FIX, SCHEMA),
+    resource_policy("residency-aws-site-declared",
+                    "Ensure every AWS resource has a derivable site (own region or explicit provider) declared by "
+                    "the stack.",
+                    aws_site_declared, Severity.HIGH,
+                    "Create the resource with the explicit per-site AWS provider of a declared site.", SCHEMA),
+    stack_policy("residency-cluster-site",
+                 "Ensure every GPU cluster has a derivable, declared site and every Kubernetes provider hangs under "
+                 "a cluster component.",
+                 cluster_site, Severity.HIGH,
+                 "Create the Kubernetes provider as a child of its GpuCluster/OnPremCluster and declare the site.",
+                 SCHEMA),
+    stack_policy("residency-k8s-data-site",
+                 "Ensure every classified Kubernetes PVC and workload runs on a cluster whose site is allowed for "
+                 "its classification.",
+                 k8s_data_site, Severity.CRITICAL, _FIX, SCHEMA),
+    stack_policy("residency-k8s-site-pinning",
+                 "Ensure classified workloads pin their pods to their cluster's site via nodeSelector or required "
+                 "node affinity on finml.io/site.",
+                 k8s_site_pinning, Severity.HIGH,
+                 "Add nodeSelector finml.io/site: <cluster site> (or a required node affinity with only that site).",
+                 SCHEMA),
+    stack_policy("residency-s3-replication-destination",
+                 "Ensure S3 replication destinations and their replica KMS keys are in sites allowed for the source "
+                 "data.",
+                 s3_replication_destination, Severity.CRITICAL,
+                 "Replicate only to a bucket (and replica key) of this stack on an allowed site.", SCHEMA),
+    stack_policy("residency-backup-copy-destination",
+                 "Ensure AWS Backup copy actions only copy to vaults in sites allowed for the protected data.",
+                 backup_copy_destination, Severity.CRITICAL,
+                 "Point copyActions at a vault on an allowed site (or tag the plan with its classification).",
+                 SCHEMA),
+    stack_policy("residency-ebs-snapshot-copy",
+                 "Ensure EBS snapshot copies land only in sites allowed for the source data.",
+                 ebs_snapshot_copy, Severity.CRITICAL,
+                 "Copy snapshots only with the provider of an allowed site; tag the copy with its classification.",
+                 SCHEMA),
+    stack_policy("residency-kms-replica-key",
+                 "Ensure KMS replica keys are only in sites allowed for the data the primary key protects.",
+                 kms_replica_key, Severity.HIGH,
+                 "Replicate the key only to sites allowed for its classification.", SCHEMA),
+    stack_policy("residency-kms-key-colocated",
+                 "Ensure the KMS key protecting a data store is in the same site as the data.",
+                 kms_key_colocated, Severity.HIGH,
+                 "Use the customer-managed key of the data's own site.", SCHEMA),
+    stack_policy("residency-model-training-lineage",
+                 "Ensure a model's classification is not below the classification of the datasets it was trained on.",
+                 model_training_lineage, Severity.HIGH,
+                 "Declare the model with the highest classification of its training datasets.", SCHEMA),
+    stack_policy("residency-model-serving-site",
+                 "Ensure models are served only on sites allowed for their effective classification.",
+                 model_serving_site, Severity.CRITICAL,
+                 "Serve the model only on a cluster whose site is allowed for its training data's classification.",
+                 SCHEMA),
+    stack_policy("residency-dataset-site",
+                 "Ensure every dataset is declared on a site of the stack that is allowed for its classification.",
+                 dataset_site, Severity.CRITICAL, _FIX, SCHEMA),
+]
