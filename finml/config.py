@@ -581,6 +581,18 @@ def _gpu_checks(platform: Platform, profiles: dict[str, Any]) -> list[tuple[str,
             resolve_gpu_profile(ref, profiles)
         except ValueError as exc:
             problems.append((key, str(exc)))
+    for i, svc in enumerate(platform.workloads.serving):
+        if svc.mig_slice is None:
+            continue
+        try:
+            profile = resolve_gpu_profile(svc.gpu_profile, profiles)
+        except ValueError:
+            continue  # already reported above
+        slices = [m.name for m in profile.mig.profiles]
+        if svc.mig_slice not in slices:
+            allowed = ", ".join(slices) if slices else f"none ({profile.name} has no MIG)"
+            problems.append((f"{p}.workloads.serving[{i}].migSlice",
+                             f"{svc.mig_slice!r} is not a MIG slice of {profile.name}; allowed: {allowed}"))
     return problems
 
 

@@ -140,6 +140,13 @@ def test_mig_layout_must_fit_the_profile(tmp_path):
     expect_error(tmp_path, doc, "nodes[1].migLayout.1g.10gb", "count 9 not in 1..7")
 
 
+def test_serving_mig_slice_must_exist_on_the_profile(tmp_path):
+    doc = stack_doc("onprem-dc1")
+    doc["config"]["finml:platform"]["workloads"]["serving"][0]["migSlice"] = "1g.18gb"
+    expect_error(tmp_path, doc, "finml:platform.workloads.serving[0].migSlice",
+                 "'1g.18gb' is not a MIG slice of H100-80GB; allowed: 1g.10gb")
+
+
 def test_dev_accepts_synthetic_data_only(tmp_path):
     doc = stack_doc("dev")
     doc["config"]["finml:platform"]["datasets"][0]["synthetic"] = False

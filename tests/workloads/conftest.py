@@ -1,0 +1,36 @@
+"""Workload tests: make the repository root and this folder's harness importable however pytest is started."""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for path in (HERE.parents[1], HERE):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import pytest  # noqa: E402 — after the sys.path set-up above
+
+from workloads_harness import STACK_FILES, RecordingMonitor, deploy_stack, load_stack, run_program  # noqa: E402
+
+_RUNS: dict[str, RecordingMonitor] = {}
+
+
+def deployed_stack(stack_name: str) -> RecordingMonitor:
+    """The recorded registrations of a real stack file's program, run once per test session."""
+    if stack_name not in _RUNS:
+        path = next(p for p in STACK_FILES if p.name == f"Pulumi.{stack_name}.yaml")
+        _RUNS[stack_name], _ = run_program(deploy_stack(load_stack(path)))
+    return _RUNS[stack_name]
+
+
+STACK_NAMES = [p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in STACK_FILES]
+
+
+@pytest.fixture(params=STACK_NAMES)
+def any_stack(request) -> tuple[str, RecordingMonitor]:
+    return request.param, deployed_stack(request.param)
+
+
+@pytest.fixture
+def hybrid() -> RecordingMonitor:
+    return deployed_stack("hybrid-prod")

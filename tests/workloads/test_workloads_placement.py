@@ -1,0 +1,300 @@
+"""Lineage, classification labels, site and GPU placement, MIG sharing and the feature store's network reach."""
+
+from __future__ import annotations
+
+import copy
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+import yaml
+from workloads_harness import (
+    STACKS_DIR,
+    RecordingMonitor,
+    cluster_sites,
+    deploy_stack,
+    load_stack,
+    pod_template,
+    provider_name,
+    run_program,
+    stack_from_raw,
+)
+
+from components.naming import CLASSIFICATION_LABEL, MODEL_LABEL
+from finml import config as cfg
+from gpu_profiles import load_profiles
+from workloads.feature_store import FeatureStore, FeatureStoreArgs
+from workloads.lineage import model_classification
+from workloads.platform import deploy_platform, register_lineage
+from workloads.serving import InferenceService, InferenceServiceArgs
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+
+
+def hybrid_raw() -> dict:
+    doc = yaml.safe_load((STACKS_DIR / "Pulumi.hybrid-prod.yaml").read_text(encoding="utf-8"))
+    return copy.deepcopy(doc["config"]["finml:platform"])
+
+
+def container(record) -> dict:
+    (only,) = pod_template(record)["spec"]["containers"]
+    return only
+
+
+def models_by_name(monitor: RecordingMonitor) -> dict[str, dict]:
+    return {m.inputs["name"]: m.inputs for m in monitor.of_type("finml:ml:Model")}
+
+
+# -- lineage -------------------------------------------------------------------------------------------------------
+
+
+def _ds(name: str, classification: str) -> cfg.Dataset:
+    return cfg.Dataset(name=name, classification=classification, site="onprem:fra-dc1")
+
+
+@pytest.mark.parametrize(("trained_on", "expected"), [
+    (["a"], "public"),
+    (["a", "b"], "internal"),
+    (["b", "d", "a"], "restricted"),
+    (["c", "b"], "confidential"),
+])
+def test_model_classification_is_the_highest_of_its_training_data(trained_on, expected):
+    datasets = [_ds("a", "public"), _ds("b", "internal"), _ds("c", "confidential"), _ds("d", "restricted")]
+    model = cfg.Model(name="m", trained_on=trained_on)
+    assert model_classification(model, datasets) == expected
+
+
+def test_model_classification_names_an_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset.*'nope'|unknown dataset\\(s\\) nope"):
+        model_classification(cfg.Model(name="m", trained_on=["nope"]), [_ds("a", "public")])
+
+
+def test_lineage_is_registered_once_per_stack_with_its_props(any_stack):
+    name, monitor = any_stack
+    stack = load_stack(STACKS_DIR / f"Pulumi.{name}.yaml")
+    datasets = monitor.of_type("finml:ml:Dataset")
+    assert sorted(d.inputs["name"] for d in datasets) == sorted(d.name for d in stack.platform.datasets)
+    for record in datasets:
+        ds = next(d for d in stack.platform.datasets if d.name == record.inputs["name"])
+        assert record.inputs == {"name": ds.name, "classification": ds.classification, "site": ds.site}, record
+        assert record.provider is None and not record.custom, f"{record}: lineage must not be a cloud object"
+    models = models_by_name(monitor)
+    assert sorted(models) == sorted(m.name for m in stack.platform.models)
+    for model in stack.platform.models:
+        assert models[model.name] == {"name": model.name, "trainedOn": list(model.trained_on),
+                                      "classification": model_classification(model, stack.platform.datasets)}
+
+
+def test_hybrid_models_take_the_classification_of_their_data(hybrid):
+    models = models_by_name(hybrid)
+    assert models["aml-detector"]["classification"] == "restricted"
+    assert models["fraud-scorer"]["classification"] == "confidential"
+
+
+def test_workloads_are_labelled_with_their_models_classification(any_stack):
+    _, monitor = any_stack
+    models = models_by_name(monitor)
+    workloads = monitor.k8s("Job") + monitor.k8s("Deployment")
+    for record in workloads:
+        for where, labels in (("metadata", record.inputs["metadata"]["labels"]),
+                              ("pod template", pod_template(record)["metadata"]["labels"])):
+            model = labels.get(MODEL_LABEL)
+            assert model in models, f"{record}: {where} {MODEL_LABEL}={model!r} is not a registered model"
+            assert labels.get(CLASSIFICATION_LABEL) == models[model]["classification"], \
+                f"{record}: {where} classification {labels.get(CLASSIFICATION_LABEL)!r} != model's"
+
+
+# -- placement -----------------------------------------------------------------------------------------------------
+
+
+def test_workloads_go_only_to_the_sites_config_names(hybrid):
+    placed = {(r.kind, r.inputs["metadata"]["name"], hybrid.provider_of(r))
+              for r in hybrid.k8s() if r.kind in ("Job", "Deployment", "StatefulSet")}
+    assert placed == {
+        ("StatefulSet", "feature-store", provider_name("onprem:fra-dc1")),
+        ("Job", "aml-detector-train", provider_name("onprem:fra-dc1")),
+        ("Deployment", "aml-detector", provider_name("onprem:fra-dc1")),
+        ("Job", "fraud-scorer-burst", provider_name("aws:eu-central-1")),
+        ("Deployment", "fraud-scorer", provider_name("aws:eu-central-1")),
+    }
+
+
+def test_gpu_workloads_request_whole_gpus_equal_to_limits_and_tolerate_the_taint(any_stack):
+    name, monitor = any_stack
+    stack = load_stack(STACKS_DIR / f"Pulumi.{name}.yaml")
+    profiles = load_profiles()
+    for record in monitor.k8s("Job") + monitor.k8s("Deployment"):
+        spec = pod_template(record)["spec"]
+        resources = container(record)["resources"]
+        assert resources["requests"] == resources["limits"], f"{record}: requests != limits"
+        gpu_keys = [k for k in resources["limits"] if k.startswith("nvidia.com/")]
+        assert len(gpu_keys) == 1, f"{record}: GPU resources {gpu_keys}"
+        assert GPU_TOLERATION in spec["tolerations"], f"{record}: no toleration for the GPU taint"
+        if record.kind == "Job":
+            job = next(j for j in stack.platform.workloads.training if j.name == record.inputs["metadata"]["name"])
+            assert resources["limits"] == {**resources["limits"], "nvidia.com/gpu": str(job.gpus)}, record
+            profile = cfg.resolve_gpu_profile(job.gpu_profile, profiles)
+        else:
+            svc = next(s for s in stack.platform.workloads.serving if s.name == record.inputs["metadata"]["name"])
+            profile = cfg.resolve_gpu_profile(svc.gpu_profile, profiles)
+        assert spec["nodeSelector"]["finml.io/gpu-profile"] == profile.k8s_label_value, record
+
+
+def test_serving_uses_a_mig_slice_when_configured(hybrid):
+    deployments = {d.inputs["metadata"]["name"]: d for d in hybrid.k8s("Deployment")}
+    mig = container(deployments["aml-detector"])["resources"]["limits"]
+    assert mig.get("nvidia.com/mig-1g.10gb") == "1" and "nvidia.com/gpu" not in mig, mig
+    whole = container(deployments["fraud-scorer"])["resources"]["limits"]
+    assert whole.get("nvidia.com/gpu") == "1" and not any(k.startswith("nvidia.com/mig-") for k in whole), whole
+
+
+def test_serving_has_a_readiness_probe_service_and_disruption_budget(hybrid):
+    for deployment in hybrid.k8s("Deployment"):
+        name = deployment.inputs["metadata"]["name"]
+        assert container(deployment)["readinessProbe"]["httpGet"]["port"] == "http", deployment
+        selector = deployment.inputs["spec"]["selector"]["matchLabels"]
+        same_cluster = [r for r in hybrid.k8s() if hybrid.provider_of(r) == hybrid.provider_of(deployment)
+                        and r.inputs["metadata"].get("name") == name]
+        (service,) = [r for r in same_cluster if r.kind == "Service"]
+        (pdb,) = [r for r in same_cluster if r.kind == "PodDisruptionBudget"]
+        assert service.inputs["spec"]["selector"] == selector and service.inputs["spec"]["type"] == "ClusterIP"
+        assert pdb.inputs["spec"]["selector"]["matchLabels"] == selector
+        assert pdb.inputs["spec"]["maxUnavailable"] == 1
+
+
+def test_training_jobs_are_suspended_templates_pulumi_does_not_wait_for(any_stack):
+    _, monitor = any_stack
+    for job in monitor.k8s("Job"):
+        assert job.inputs["spec"]["suspend"] is True, f"{job}: would start training on `pulumi up`"
+        assert job.inputs["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true", job
+        assert pod_template(job)["spec"]["restartPolicy"] == "Never", job
+
+
+# -- feature store -------------------------------------------------------------------------------------------------
+
+
+def test_feature_store_volume_and_pod_carry_its_classification(hybrid):
+    (sts,) = hybrid.k8s("StatefulSet")
+    assert pod_template(sts)["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
+    (claim,) = sts.inputs["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted", sts
+    assert sts.inputs["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
+                                                                           "whenScaled": "Retain"}
+
+
+def test_feature_store_accepts_only_training_and_serving_on_its_port(hybrid):
+    ingress = [p for p in hybrid.k8s("NetworkPolicy")
+               if p.inputs["metadata"]["namespace"] == "finml-data" and p.inputs["spec"].get("ingress")]
+    assert len(ingress) == 1, [str(p) for p in ingress]
+    spec = ingress[0].inputs["spec"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "feature-store"
+    (rule,) = spec["ingress"]
+    (peer,) = rule["from"]
+    assert set(peer) == {"namespaceSelector"}, peer
+    (expr,) = peer["namespaceSelector"]["matchExpressions"]
+    assert (expr["key"], expr["operator"], sorted(expr["values"])) == (
+        "kubernetes.io/metadata.name", "In", ["finml-serving", "finml-training"])
+    assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 6379)]
+    egress = [p for p in hybrid.k8s("NetworkPolicy") if p.inputs["metadata"]["name"] == "allow-feature-store-egress"]
+    assert sorted(p.inputs["metadata"]["namespace"] for p in egress) == ["finml-serving", "finml-training"]
+    for policy in egress:
+        (rule,) = policy.inputs["spec"]["egress"]
+        assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 6379)], policy
+
+
+def test_a_misplaced_restricted_feature_store_is_still_registered_for_the_pack_to_judge():
+    raw = hybrid_raw()
+    raw["workloads"]["featureStore"] = {"site": "aws:eu-central-1", "classification": "restricted"}
+    stack = stack_from_raw(raw)
+    monitor, _ = run_program(deploy_stack(stack))
+    (sts,) = monitor.k8s("StatefulSet")
+    assert monitor.provider_of(sts) == provider_name("aws:eu-central-1")
+    assert sts.inputs["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
+    assert sts.inputs["spec"]["volumeClaimTemplates"][0]["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
+    (component,) = monitor.of_type("finml:workloads:FeatureStore")
+    assert component.inputs == {"site": "aws:eu-central-1", "classification": "restricted"}
+
+
+# -- arguments -------------------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_mig_slice_fails_before_any_resource_is_registered():
+    raw = hybrid_raw()
+    raw["workloads"]["serving"][0]["migSlice"] = "9g.99gb"
+    stack = stack_from_raw(raw)
+    errors = []
+
+    def program():
+        try:
+            deploy_platform(stack, "onprem:fra-dc1", k8s.Provider("k8s-fra", kubeconfig="{}"), load_profiles())
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    monitor, _ = run_program(program)
+    assert len(errors) == 1 and "'9g.99gb'" in errors[0] and "1g.10gb" in errors[0], errors
+    assert [r.typ for r in monitor.registered] == ["pulumi:providers:kubernetes"]
+
+
+def test_gpu_quota_caps_training_and_serving_namespaces():
+    stack = load_stack(STACKS_DIR / "Pulumi.hybrid-prod.yaml")
+
+    def program():
+        register_lineage(stack)
+        deploy_platform(stack, "onprem:fra-dc1", k8s.Provider("k8s-fra", kubeconfig="{}"), load_profiles(),
+                        gpu_quota=16)
+
+    monitor, _ = run_program(program)
+    quotas = {q.inputs["metadata"]["namespace"]: q.inputs["spec"]["hard"] for q in monitor.k8s("ResourceQuota")}
+    assert quotas == {"finml-data": {"requests.nvidia.com/gpu": "0"},
+                      "finml-training": {"requests.nvidia.com/gpu": "16"},
+                      "finml-serving": {"requests.nvidia.com/gpu": "16"}}
+
+
+def test_serving_ingress_is_opened_only_to_named_client_namespaces():
+    profile = load_profiles()["L4"]
+
+    def program():
+        InferenceService("closed", InferenceServiceArgs(service_name="closed", site="aws:eu-central-1",
+                                                        model="m", classification="internal", gpu_profile=profile))
+        InferenceService("open", InferenceServiceArgs(service_name="open", site="aws:eu-central-1", model="m",
+                                                      classification="internal", gpu_profile=profile,
+                                                      client_namespaces=("payments",)))
+
+    monitor, _ = run_program(program)
+    (policy,) = monitor.k8s("NetworkPolicy")
+    assert policy.inputs["metadata"]["name"] == "open-allow-clients"
+    (rule,) = policy.inputs["spec"]["ingress"]
+    assert rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["payments"]
+
+
+def test_every_stack_with_a_cluster_deploys_a_cluster_base_per_cluster_site(any_stack):
+    name, monitor = any_stack
+    stack = load_stack(STACKS_DIR / f"Pulumi.{name}.yaml")
+    assert sorted(r.inputs["site"] for r in monitor.of_type("finml:workloads:ClusterBase")) == \
+        sorted(cluster_sites(stack))
+
+
+# -- outputs (checked inside the runtime, so a failing check fails the test) -----------------------------------------
+
+
+@pytest.fixture
+def mocks() -> RecordingMonitor:
+    monitor = RecordingMonitor()
+    pulumi.runtime.set_mocks(monitor.mocks, project="finml", stack="test", preview=False, monitor=monitor)
+    return monitor
+
+
+@pulumi.runtime.test
+def test_component_outputs(mocks):
+    store = FeatureStore("store", FeatureStoreArgs(site="onprem:fra-dc1", classification="restricted"))
+    service = InferenceService("svc", InferenceServiceArgs(
+        service_name="svc", site="onprem:fra-dc1", model="m", classification="restricted",
+        gpu_profile=load_profiles()["H100-80GB"], mig_slice="2g.20gb"))
+    assert service.gpu_resource == "nvidia.com/mig-2g.20gb"
+
+    def check(values):
+        endpoint, deployment_name = values
+        assert endpoint == "feature-store.finml-data.svc.cluster.local:6379", f"FeatureStore store: endpoint {endpoint}"
+        assert deployment_name == "svc"
+
+    return pulumi.Output.all(store.endpoint, service.deployment.metadata.name).apply(check)
