@@ -218,21 +218,15 @@ def test_a_misplaced_restricted_feature_store_is_still_registered_for_the_pack_t
 # -- arguments -------------------------------------------------------------------------------------------------------
 
 
-def test_an_unknown_mig_slice_fails_before_any_resource_is_registered():
+def test_an_unknown_mig_slice_is_a_config_error_before_any_resource_is_registered():
+    from finml.config import ConfigError
+
     raw = hybrid_raw()
     raw["workloads"]["serving"][0]["migSlice"] = "9g.99gb"
-    stack = stack_from_raw(raw)
-    errors = []
-
-    def program():
-        try:
-            deploy_platform(stack, "onprem:fra-dc1", k8s.Provider("k8s-fra", kubeconfig="{}"), load_profiles())
-        except ValueError as exc:
-            errors.append(str(exc))
-
-    monitor, _ = run_program(program)
-    assert len(errors) == 1 and "'9g.99gb'" in errors[0] and "1g.10gb" in errors[0], errors
-    assert [r.typ for r in monitor.registered] == ["pulumi:providers:kubernetes"]
+    with pytest.raises(ConfigError) as info:
+        stack_from_raw(raw)
+    assert "workloads.serving[0].migSlice: '9g.99gb' is not a MIG slice of H100-80GB" in str(info.value)
+    assert "1g.10gb" in str(info.value)
 
 
 def test_gpu_quota_caps_training_and_serving_namespaces():
