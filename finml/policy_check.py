@@ -207,6 +207,16 @@ class PolicyPackProcess:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def version(self, reported: str) -> str:
+        """The engine takes a Python pack's version from PulumiPolicy.yaml (the SDK reports a placeholder)."""
+        import yaml
+
+        try:
+            meta = yaml.safe_load((self.pack_dir / "PulumiPolicy.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return reported
+        return str(meta.get("version", reported))
+
     def stderr_text(self) -> str:
         return "".join(self._stderr)
 
@@ -341,6 +351,6 @@ def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, An
             site=site, classification=classification, message=message or diag.description,
             description=diag.description, remediation=policy.remediation if policy else ""))
     violations.sort(key=lambda v: (v.enforcement != "mandatory", v.policy, v.urn, v.message))
-    return CheckResult(project=plan.project, stack=plan.stack, pack=info.name, pack_version=info.version,
+    return CheckResult(project=plan.project, stack=plan.stack, pack=info.name, pack_version=pack.version(info.version),
                        policies=policies, violations=violations, resources_checked=len(checked),
                        resources_by_type=by_type, resources_by_site=by_site)

@@ -83,12 +83,17 @@ def namespace_default_deny(args: StackValidationArgs, report: ReportViolation) -
             if _default_denies(index.props(policy), direction):
                 covered[key].add(direction)
     namespaces = {index.namespace_key(n): n for n in index.of_type(K8S_NAMESPACE)}
+    # A namespace the stack declares is held to the rule before anything runs in it: workloads can arrive later,
+    # out of band, and must land behind a default deny.
+    for key in namespaces:
+        if key is not UNKNOWN and key[1] not in exempt:
+            workloads.setdefault(key, [])
     for key, members in workloads.items():
         missing = [d for d in ("Ingress", "Egress") if d not in covered[key]]
         if not missing:
             continue
         shown = key[1][4:] if str(key[1]).startswith("urn:") else key[1]
-        text = (f"namespace {shown!r} runs workloads but has no default-deny {' and '.join(missing)} NetworkPolicy "
+        text = (f"namespace {shown!r} has no default-deny {' and '.join(missing)} NetworkPolicy "
                 "(podSelector {} with no rules for that direction).")
         targets = [namespaces[key]] if key in namespaces else members
         for target in targets:
@@ -163,7 +168,8 @@ _EXEMPT = exempt_schema()
 
 POLICIES: list = [
     stack_policy("k8s-namespace-default-deny",
-                 "Ensure every namespace that runs workloads has default-deny ingress and egress NetworkPolicies.",
+                 "Ensure every namespace the stack declares or runs workloads in has default-deny ingress and egress "
+                 "NetworkPolicies.",
                  namespace_default_deny, Severity.HIGH,
                  "Add a NetworkPolicy with podSelector {} and policyTypes [Ingress, Egress] and no rules; then allow "
                  "specific flows.", _EXEMPT),

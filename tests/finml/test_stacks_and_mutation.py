@@ -49,9 +49,10 @@ def test_every_resource_names_an_explicit_provider_of_its_site(stack_plans):
         plan = load_plan(path)
         index = plan.by_urn()
         for res in plan.resources:
-            if res.custom and res.type.startswith(("aws:", "kubernetes:")):
-                assert res.provider is not None, f"{res.urn} uses a default provider"
-                assert index[res.provider].type in ("pulumi:providers:aws", "pulumi:providers:kubernetes"), res.urn
+            if res.custom and not res.type.startswith("pulumi:providers:"):
+                assert res.provider is not None, f"{name}: {res.urn} uses a default provider"
+                package = res.type.split(":", 1)[0]
+                assert index[res.provider].type == f"pulumi:providers:{package}", res.urn
 
 
 def test_hand_edited_plan_with_rotation_off_is_reported_by_the_real_pack(stack_plans, tmp_path):

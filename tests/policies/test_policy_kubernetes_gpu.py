@@ -29,9 +29,9 @@ def test_default_deny_per_namespace_and_cluster(s, k8s):
     default_deny(s, "deny-in", "serving", k8s, types=("Ingress",))
     default_deny(s, "deny-out", "serving", k8s, types=("Egress",))
     workload(s, "Deployment", "serving", k8s, namespace="serving")
-    # exempt namespace and namespaces without workloads
+    # exempt namespace; a declared namespace without workloads is still held to the rule
     workload(s, "DaemonSet", "plugin", k8s, namespace="kube-system", cls=None)
-    namespace(s, "empty", k8s)
+    empty = namespace(s, "empty", k8s)
     # same namespace name on another cluster has no policy there -> workloads (no Namespace object) are flagged
     on_other = workload(s, "Deployment", "other", other)
     # ingress-only deny
@@ -52,7 +52,7 @@ def test_default_deny_per_namespace_and_cluster(s, k8s):
     unresolved = workload(s, "Deployment", "unresolved", k8s, namespace=UNKNOWN)
     violations = run(rule, s)
     assert pairs(violations) == {(rule, on_other.urn), (rule, ingress_only_ns.urn), (rule, allow_ns.urn),
-                                 (rule, unresolved.urn)}
+                                 (rule, unresolved.urn), (rule, empty.urn)}
     messages = {v.urn: v.message for v in violations}
     assert "no default-deny Egress NetworkPolicy" in messages[ingress_only_ns.urn]
     assert "no default-deny Egress NetworkPolicy" in messages[allow_ns.urn]  # implicit policyTypes: Ingress only

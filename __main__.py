@@ -1,0 +1,47 @@
+"""finml — one Pulumi program for every environment: load the stack's config, wire components per site, export.
+
+Run by the Pulumi engine (`pulumi preview|up --stack <env>`) or offline under the mock runtime (`finml preview`).
+"""
+
+import pulumi
+
+from components.aws_site import build_aws_site
+from components.naming import child_name, slug
+from components.onprem_cluster import OnPremCluster, OnPremClusterArgs
+from components.providers import AwsProviders, load_stack_from_pulumi
+from finml.onprem import inventory_for_stack
+from gpu_profiles import load_profiles
+from workloads.platform import deploy_platform, register_lineage
+
+stack = load_stack_from_pulumi()
+platform = stack.platform
+profiles = load_profiles()
+aws_providers = AwsProviders(stack)
+clusters = {}
+
+for site_id, site in stack.aws_sites.items():
+    outputs = build_aws_site(stack, site_id, site, aws_providers, profiles, platform.aws_account_id)
+    if outputs.cluster is not None:
+        clusters[site_id] = outputs.cluster
+    pulumi.export(f"{slug(site_id)}-vpc-id", outputs.network.vpc_id if outputs.network else None)
+
+inventory = inventory_for_stack(stack) if stack.onprem_sites else ""
+for site_id, site in stack.onprem_sites.items():
+    clusters[site_id] = OnPremCluster(
+        child_name("onprem", site_id.split(":", 1)[1]),
+        OnPremClusterArgs(
+            site=site_id,
+            inventory_yaml=inventory,
+            playbook="ansible/playbooks/site.yml",
+            ansible_dir="ansible",
+            kubeconfig=pulumi.Config("finml").require_secret(site.kubernetes.kubeconfig_secret),
+            run_ansible=site.run_ansible,
+        ),
+    )
+
+lineage = register_lineage(stack)
+for site_id, cluster in sorted(clusters.items()):
+    deploy_platform(stack, site_id, cluster.k8s_provider, profiles)
+
+pulumi.export("sites", sorted(platform.sites))
+pulumi.export("environment", platform.environment)
