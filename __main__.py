@@ -36,6 +36,7 @@ for site_id, site in stack.onprem_sites.items():
             ansible_dir="ansible",
             kubeconfig=pulumi.Config("finml").require_secret(site.kubernetes.kubeconfig_secret),
             run_ansible=site.run_ansible,
+            secret_vars=pulumi.Config("finml").require_secret(site.node_secrets) if site.node_secrets else None,
         ),
     )
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(debootstrap openssh-server openssh-client nftables)
+APT_PACKAGES=(debootstrap debian-archive-keyring openssh-client util-linux)
 VENV=.venv
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }

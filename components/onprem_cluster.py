@@ -39,6 +39,10 @@ class OnPremClusterArgs:
     """The cluster's kubeconfig, a secret."""
     run_ansible: bool = True
     """Run ansible-playbook from `pulumi up` (false: nodes are configured out of band)."""
+    secret_vars: pulumi.Input[str] | None = None
+    """Secret extra vars for the roles, as JSON or YAML text (disk_encryption_key, kubernetes_node_join_token,
+    kubernetes_node_ca_cert_hashes). Passed to the command as a secret environment variable, written to a private
+    temp file for `-e @file`, and removed afterwards; it never appears in the command line or the trigger."""
 
 
 def _content_files(ansible_dir: Path) -> list[tuple[str, Path]]:
@@ -66,12 +70,19 @@ def ansible_content_hash(inventory_yaml: str, ansible_dir: Path) -> str:
     return digest.hexdigest()
 
 
+SECRET_VARS_ENV = "FINML_ANSIBLE_SECRET_VARS"
+
+
 def ansible_command(playbook: str, ansible_dir: str) -> str:
-    """Shell for local.Command: the inventory arrives on stdin, lives in a private temp file, and is removed."""
+    """Shell for local.Command: the inventory arrives on stdin and the secret vars (if any) in an environment
+    variable; both live in private temp files that are removed on exit."""
     return (
-        "set -eu; umask 077; inventory=$(mktemp); trap 'rm -f \"$inventory\"' EXIT; cat > \"$inventory\"; "
+        "set -eu; umask 077; inventory=$(mktemp); secrets=$(mktemp); trap 'rm -f \"$inventory\" \"$secrets\"' EXIT; "
+        "cat > \"$inventory\"; "
+        f"printf '%s' \"${{{SECRET_VARS_ENV}:-}}\" > \"$secrets\"; "
+        f"if [ -s \"$secrets\" ]; then set -- -e \"@$secrets\"; else set --; fi; "
         f"ANSIBLE_CONFIG={shlex.quote(ansible_dir + '/ansible.cfg')} "
-        f"ansible-playbook -i \"$inventory\" {shlex.quote(playbook)}"
+        f"ansible-playbook -i \"$inventory\" \"$@\" {shlex.quote(playbook)}"
     )
 
 
@@ -93,11 +104,15 @@ class OnPremCluster(pulumi.ComponentResource):
         shell = ansible_command(self._args.playbook, self._args.ansible_dir)
         # Default providers are disabled in every stack ("*"), so the command package needs its own explicit one.
         runner = command.Provider(child_name(self._name, "command"), opts=pulumi.ResourceOptions(parent=self))
+        environment = None
+        if self._args.secret_vars is not None:
+            environment = {SECRET_VARS_ENV: pulumi.Output.secret(self._args.secret_vars)}
         return command.local.Command(
             child_name(self._name, "ansible"),
             create=shell,
             update=shell,
             stdin=self._args.inventory_yaml,
+            environment=environment,
             triggers=[self.content_hash],
             opts=pulumi.ResourceOptions(parent=self, provider=runner),
         )

@@ -177,7 +177,7 @@ class OnPremNode(_Model):
     name: str = Field(description="Host name", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     address: str = Field(description="Management IPv4 address, inside the site's nodeCidr")
     gpu_profile: str = Field(description="GPU profile name (H100-80GB) or shorthand (H100:80GB:8)")
-    gpu_count: int = Field(default=8, ge=1, le=16, description="GPUs in this node")
+    gpu_count: int = Field(default=8, ge=1, le=8, description="GPUs in this node (at most 8 per bare-metal node)")
     mig_layout: dict[str, int] | None = Field(
         default=None, description="MIG slices per GPU, e.g. {'1g.10gb': 7}; omit to leave MIG off"
     )
@@ -218,6 +218,11 @@ class OnPremSite(_Model):
     nvidia_driver_branch: str | None = Field(default=None, pattern=r"^\d{3}$", description="Override driver branch")
     nodes: list[OnPremNode] = Field(min_length=1, description="Bare-metal GPU nodes")
     run_ansible: bool = Field(default=True, description="Run ansible-playbook from `pulumi up`")
+    node_secrets: str | None = Field(
+        default=None,
+        description="Name of the `secure:` stack config key (under finml:) holding YAML with the nodes' secrets: "
+                    "disk_encryption_key, kubernetes_node_join_token, kubernetes_node_ca_cert_hashes",
+    )
     package_sources: dict[Literal["nvidia_cuda", "nvidia_container_toolkit", "kubernetes"], PackageSource] = Field(
         default_factory=dict, description="APT sources for NVIDIA and Kubernetes packages (point at your mirrors)"
     )
@@ -644,14 +649,19 @@ def load_stack_file(path: Path, profiles: dict[str, Any] | None = None) -> Stack
     platform = parse_platform(config[platform_key], source, profiles)
     problems = []
     for site_id, site in platform.sites.items():
-        if isinstance(site, OnPremSite):
-            key = f"{CONFIG_NAMESPACE}:{site.kubernetes.kubeconfig_secret}"
+        if not isinstance(site, OnPremSite):
+            continue
+        refs = [("kubernetes.kubeconfigSecret", site.kubernetes.kubeconfig_secret, "a kubeconfig", "kubeconfig")]
+        if site.node_secrets is not None:
+            refs.append(("nodeSecrets", site.node_secrets, "node secrets", "node-secrets.yaml"))
+        for where, name, what, example in refs:
+            key = f"{CONFIG_NAMESPACE}:{name}"
             if key not in config:
-                problems.append((f"{platform_key}.sites.{site_id}.kubernetes.kubeconfigSecret",
+                problems.append((f"{platform_key}.sites.{site_id}.{where}",
                                  f"names {key!r}, which is not in the stack file; set it with "
-                                 f"`pulumi config set --secret {key} < kubeconfig`"))
+                                 f"`pulumi config set --secret {key} < {example}`"))
             elif key not in secret_keys:
-                problems.append((key, "holds a kubeconfig and must be a `secure:` value, never plaintext"))
+                problems.append((key, f"holds {what} and must be a `secure:` value, never plaintext"))
     disabled = config.get("pulumi:disable-default-providers")
     if not (isinstance(disabled, list) and "*" in disabled):
         problems.append(("pulumi:disable-default-providers",

@@ -58,7 +58,7 @@ def test_stack_facts_match_their_purpose():
     assert prod.max_classification == "confidential"
     onprem = load_stack_file(STACKS / "Pulumi.onprem-dc1.yaml", PROFILES)
     assert onprem.platform.residency["restricted"] == ["onprem:fra-dc1"]
-    assert onprem.secret_keys == ("finml:fraDc1Kubeconfig",)
+    assert onprem.secret_keys == ("finml:fraDc1Kubeconfig", "finml:fraDc1NodeSecrets")
     hybrid = load_stack_file(STACKS / "Pulumi.hybrid-prod.yaml", PROFILES).platform
     assert hybrid.workloads.feature_store.site == "onprem:fra-dc1"
     assert hybrid.vpn[0].aws_site == "aws:eu-central-1"
