@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 
+# Kubernetes label values cannot hold ':'; `onprem:fra-dc1` is labelled `onprem-fra-dc1`. One definition, shared with
+# the Ansible inventory, so cloud and on-prem nodes carry the same encoding the policy pack pins to.
+from finml.inventory import site_label_value  # noqa: F401 — re-exported
+
 CLASSIFICATION_TAG = "finml:classification"
 SITE_TAG = "finml:site"
 STACK_TAG = "finml:stack"
@@ -24,9 +28,6 @@ def child_name(parent: str, *parts: str) -> str:
     return "-".join([parent, *(slug(p) for p in parts if p)])
 
 
-def site_label_value(site: str) -> str:
-    """Kubernetes label values cannot hold ':'; `onprem:fra-dc1` is labelled `onprem-fra-dc1`."""
-    return slug(site)
 
 
 def aws_tags(site: str, stack: str, classification: str | None = None, extra: dict[str, str] | None = None,
