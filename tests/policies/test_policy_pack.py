@@ -52,8 +52,11 @@ def test_policy_metadata():
 
 
 def test_pulumi_policy_yaml_and_requirements():
-    text = (POLICIES_DIR / "PulumiPolicy.yaml").read_text()
-    assert re.search(r"^runtime: python$", text, re.M) and re.search(r"^version: 0\.1\.0$", text, re.M)
+    import yaml
+
+    meta = yaml.safe_load((POLICIES_DIR / "PulumiPolicy.yaml").read_text())
+    assert meta["runtime"]["name"] == "python" and meta["version"] == "0.1.0"
+    assert meta["runtime"]["options"] == {"toolchain": "pip", "virtualenv": "venv"}
     requirements = (POLICIES_DIR / "requirements.txt").read_text().split()
     assert any(r.startswith("pulumi-policy>=") for r in requirements)
     assert any(r.startswith("pulumi>=") for r in requirements)
