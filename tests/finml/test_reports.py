@@ -1,0 +1,104 @@
+"""Reports as their consumers read them: SARIF 2.1.0 validated against the official schema, JUnit XML, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import jsonschema
+import pytest
+
+from finml.plan import load_plan
+from finml.policy_check import check_plan
+from finml.report import render
+
+ROOT = Path(__file__).resolve().parents[2]
+MINI_PACK = ROOT / "tests" / "fixtures" / "packs" / "mini"
+KMS_PROGRAM = ROOT / "tests" / "fixtures" / "programs" / "kms_only.py"
+# The SARIF 2.1.0 JSON schema (final, "rtm.5") ships in Microsoft's MIT-licensed @microsoft/jest-sarif package.
+SARIF_SCHEMA_PACKAGE = "@microsoft/jest-sarif@1.0.0-beta.0"
+SARIF_SCHEMA_MEMBER = "package/lib/schemas/sarif-2.1.0-rtm.5.json"
+
+
+@pytest.fixture(scope="module")
+def sarif_schema(tmp_path_factory) -> dict:
+    if shutil.which("npm") is None:
+        pytest.fail("npm is needed to fetch the SARIF 2.1.0 schema package")
+    where = tmp_path_factory.mktemp("sarif-schema")
+    # --cache inside the test's temp dir: nothing is cached outside the clone's own temporary files.
+    proc = subprocess.run(["npm", "pack", SARIF_SCHEMA_PACKAGE, "--silent", "--pack-destination", str(where),
+                           "--cache", str(where / "npm-cache")],
+                          capture_output=True, text=True, timeout=180, cwd=where)
+    assert proc.returncode == 0, f"could not fetch {SARIF_SCHEMA_PACKAGE}: {proc.stderr}"
+    tarball = next(where.glob("*.tgz"))
+    with tarfile.open(tarball) as tar:
+        return json.load(tar.extractfile(SARIF_SCHEMA_MEMBER))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plans")
+    runs = {}
+    for name, rotation in (("bad", "off"), ("good", "on")):
+        path = out / f"{name}.json"
+        proc = subprocess.run([sys.executable, "-m", "finml.mockrun", str(ROOT / "stacks" / "Pulumi.dev.yaml"),
+                               str(KMS_PROGRAM), str(path)], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "FINML_TEST_ROTATION": rotation})
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = check_plan(load_plan(path), MINI_PACK, {})
+    return runs
+
+
+def test_sarif_is_valid_sarif_2_1_0(sarif_schema, results):
+    for result in results.values():
+        doc = json.loads(render([result], "sarif"))
+        jsonschema.validate(doc, sarif_schema)
+    bad = json.loads(render([results["bad"]], "sarif"))
+    [run] = bad["runs"]
+    [finding] = run["results"]
+    assert finding["ruleId"] == "kms-rotation" and finding["level"] == "error"
+    assert run["tool"]["driver"]["rules"][finding["ruleIndex"]]["id"] == "kms-rotation"
+    assert finding["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "stacks/Pulumi.dev.yaml"
+    assert finding["locations"][0]["logicalLocations"][0]["fullyQualifiedName"].endswith("key-eu-central-1")
+    assert finding["properties"]["site"] == "aws:eu-central-1"
+
+
+def test_sarif_schema_rejects_a_broken_log(sarif_schema, results):
+    doc = json.loads(render([results["bad"]], "sarif"))
+    doc["runs"][0]["results"][0]["level"] = "fatal"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, sarif_schema)
+
+
+def test_junit_counts_failures_per_policy(results):
+    bad = ET.fromstring(render([results["bad"]], "junit"))
+    suite = bad.find("testsuite")
+    assert bad.get("tests") == "1" and bad.get("failures") == "1"
+    case = suite.find("testcase")
+    assert case.get("name") == "kms-rotation" and case.get("classname") == "finml.policy.dev"
+    assert "key-eu-central-1" in case.find("failure").text
+    good = ET.fromstring(render([results["good"]], "junit"))
+    assert good.get("failures") == "0" and good.find("testsuite/testcase/failure") is None
+
+
+def test_json_report_summarises_and_lists_violations(results):
+    doc = json.loads(render([results["bad"], results["good"]], "json"))
+    assert doc["format"] == "finml-policy-report/1" and doc["passed"] is False
+    bad, good = doc["stacks"]
+    assert bad["summary"] == {"mandatory": 1, "advisory": 0, "passed": False}
+    assert good["summary"]["passed"] is True
+    assert bad["resourcesBySite"] == {"aws:eu-central-1": 2}
+    violation = bad["violations"][0]
+    assert {"policy", "severity", "urn", "site", "classification", "message", "remediation"} <= set(violation)
+
+
+def test_text_report_is_for_people(results):
+    text = render([results["bad"]], "text")
+    assert "MANDATORY violations (1):" in text and "fix: Set enable_key_rotation=True." in text
+    assert text.rstrip().endswith("policy result: FAIL — 1 mandatory, 0 advisory")
