@@ -35,8 +35,8 @@ setup_python() {
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing Python dependencies into $VENV (first run takes several minutes)"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check -e '.[test]'
     echo "$want" >"$stamp"
   fi
 }

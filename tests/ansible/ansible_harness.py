@@ -58,6 +58,9 @@ def ansible_env() -> dict[str, str]:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_LOCAL_TEMP": str(testhosts.TESTHOSTS_DIR / "ansible-tmp"),
+            # Keep Ansible's and ansible-lint's own state and caches inside the clone, not in the user's home.
+            "ANSIBLE_HOME": str(testhosts.TESTHOSTS_DIR / "ansible-home"),
+            "XDG_CACHE_HOME": str(testhosts.TESTHOSTS_DIR / "xdg-cache"),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(testhosts.TESTHOSTS_DIR / "cp"),
             "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         }
