@@ -189,7 +189,10 @@ def cmd_policy_config(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from finml.config import ConfigError
 
+    from finml.config import cross_stack_problems
+
     worst = EXIT_OK
+    loaded = []
     for name in _stack_names(args):
         try:
             stack = _load_stack(args, name)
@@ -197,7 +200,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             _err(str(exc))
             worst = EXIT_BAD_INPUT
             continue
+        loaded.append(stack)
         print(f"{stack.source}: ok — {len(stack.platform.sites)} site(s): {', '.join(stack.platform.sites)}")
+    # With --all, also what no single stack can see: two stacks managing the same cluster or machines.
+    for source, message in cross_stack_problems(loaded) if getattr(args, "all", False) else []:
+        _err(f"{source}: {message}")
+        worst = EXIT_BAD_INPUT
     return worst
 
 

@@ -29,10 +29,10 @@ CLASSIFICATIONS: tuple[str, ...] = ("public", "internal", "confidential", "restr
 Classification = Literal["public", "internal", "confidential", "restricted"]
 
 DEFAULT_AZ_COUNT = 2
-DEFAULT_EKS_VERSION = "1.31"
+DEFAULT_EKS_VERSION = "1.35"
 DEFAULT_SYSTEM_INSTANCE_TYPE = "m7i.xlarge"
 DEFAULT_GPU_DISK_GIB = 200
-DEFAULT_KUBERNETES_VERSION = "1.31.4"
+DEFAULT_KUBERNETES_VERSION = "1.35.0"
 
 SITE_RE = re.compile(r"^(aws):([a-z]{2}(-gov)?-[a-z]+-\d)$|^(onprem):([a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)$")
 SITE_PATTERN_RE = re.compile(r"^(aws|onprem):[a-z0-9*?-]+$")
@@ -115,6 +115,12 @@ class SystemNodeGroup(_Model):
     min_size: int = Field(default=2, ge=1, le=20, description="Autoscaling lower bound")
     max_size: int = Field(default=4, ge=1, le=20, description="Autoscaling upper bound")
 
+    @model_validator(mode="after")
+    def _bounds(self) -> SystemNodeGroup:
+        if self.min_size > self.max_size:
+            raise ValueError(f"minSize {self.min_size} is greater than maxSize {self.max_size}")
+        return self
+
 
 class EksConfig(_Model):
     version: str = Field(default=DEFAULT_EKS_VERSION, pattern=r"^1\.\d{2}$", description="Kubernetes minor version")
@@ -196,7 +202,7 @@ class OnPremNode(_Model):
 class OnPremKubernetes(_Model):
     api_endpoint: str = Field(description="host:port of the cluster API (join endpoint)", pattern=r"^[A-Za-z0-9.-]+:\d+$")
     version: str = Field(default=DEFAULT_KUBERNETES_VERSION, pattern=r"^1\.\d{2}\.\d+$",
-                         description="Kubernetes version pinned to the patch release, e.g. 1.31.4")
+                         description="Kubernetes version pinned to the patch release, e.g. 1.35.0")
     kubeconfig_secret: str = Field(
         description="Name of the `secure:` stack config key (under finml:) holding the cluster's kubeconfig"
     )
@@ -450,6 +456,8 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
         problems.append((f"{p}.datasets", "dataset names must be unique"))
 
     models = {m.name: m for m in platform.models}
+    if len(models) != len(platform.models):
+        problems.append((f"{p}.models", "model names must be unique"))
     for i, model in enumerate(platform.models):
         for j, name in enumerate(model.trained_on):
             if name not in datasets:
@@ -464,7 +472,13 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
         check_site_ref(f"{p}.workloads.training[{i}].site", job.site)
         if job.model not in models:
             problems.append((f"{p}.workloads.training[{i}].model", f"unknown model {job.model!r}"))
+    for what, names in (("training", [j.name for j in wl.training]), ("serving", [w.name for w in wl.serving])):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append((f"{p}.workloads.{what}", f"names must be unique; repeated: {', '.join(dupes)}"))
     for i, svc in enumerate(wl.serving):
+        if len(set(svc.sites)) != len(svc.sites):
+            problems.append((f"{p}.workloads.serving[{i}].sites", "each site may appear once"))
         for j, site in enumerate(svc.sites):
             check_site_ref(f"{p}.workloads.serving[{i}].sites[{j}]", site)
         if svc.model not in models:
@@ -683,3 +697,25 @@ def _default_profiles() -> dict[str, Any]:
 
 def list_stacks(stacks_dir: Path) -> list[str]:
     return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
+
+
+def cross_stack_problems(stacks: list[StackConfig]) -> list[tuple[str, str]]:
+    """Things no single stack can see: two stacks must not manage the same on-prem cluster or the same machines.
+
+    Returns (source, message) pairs; empty when the stacks are independent.
+    """
+    owners: dict[tuple[str, str], str] = {}
+    problems: list[tuple[str, str]] = []
+    for stack in stacks:
+        for site_id, site in stack.onprem_sites.items():
+            claims = [("Kubernetes API endpoint", site.kubernetes.api_endpoint)]
+            claims += [("node address", n.address) for n in site.nodes]
+            claims += [("node name", n.name) for n in site.nodes]
+            for kind, value in claims:
+                key = (kind, value)
+                if key in owners and owners[key] != stack.stack:
+                    problems.append((stack.source, f"finml:platform.sites.{site_id}: {kind} {value} is already "
+                                                   f"managed by stack {owners[key]!r}; one stack must own each "
+                                                   f"on-prem cluster and machine"))
+                owners.setdefault(key, stack.stack)
+    return problems

@@ -58,7 +58,7 @@ def test_stack_facts_match_their_purpose():
     assert prod.max_classification == "confidential"
     onprem = load_stack_file(STACKS / "Pulumi.onprem-dc1.yaml", PROFILES)
     assert onprem.platform.residency["restricted"] == ["onprem:fra-dc1"]
-    assert onprem.secret_keys == ("finml:fraDc1Kubeconfig", "finml:fraDc1NodeSecrets")
+    assert onprem.secret_keys == ("finml:fraDc1RndKubeconfig", "finml:fraDc1RndNodeSecrets")
     hybrid = load_stack_file(STACKS / "Pulumi.hybrid-prod.yaml", PROFILES).platform
     assert hybrid.workloads.feature_store.site == "onprem:fra-dc1"
     assert hybrid.vpn[0].aws_site == "aws:eu-central-1"
@@ -118,8 +118,8 @@ def test_unknown_keys_and_wrong_types_name_the_key(tmp_path):
 
 def test_plaintext_kubeconfig_is_rejected(tmp_path):
     doc = stack_doc("onprem-dc1")
-    doc["config"]["finml:fraDc1Kubeconfig"] = "apiVersion: v1"
-    expect_error(tmp_path, doc, "finml:fraDc1Kubeconfig", "must be a `secure:` value")
+    doc["config"]["finml:fraDc1RndKubeconfig"] = "apiVersion: v1"
+    expect_error(tmp_path, doc, "finml:fraDc1RndKubeconfig", "must be a `secure:` value")
 
 
 def test_default_providers_must_be_disabled(tmp_path):
@@ -131,7 +131,7 @@ def test_default_providers_must_be_disabled(tmp_path):
 def test_on_prem_node_outside_its_network_is_rejected(tmp_path):
     doc = stack_doc("onprem-dc1")
     doc["config"]["finml:platform"]["sites"]["onprem:fra-dc1"]["nodes"][0]["address"] = "10.99.0.1"
-    expect_error(tmp_path, doc, "nodes[0].address", "outside nodeCidr 10.20.0.0/22")
+    expect_error(tmp_path, doc, "nodes[0].address", "outside nodeCidr 10.24.0.0/22")
 
 
 def test_mig_layout_must_fit_the_profile(tmp_path):
@@ -145,6 +145,39 @@ def test_serving_mig_slice_must_exist_on_the_profile(tmp_path):
     doc["config"]["finml:platform"]["workloads"]["serving"][0]["migSlice"] = "1g.18gb"
     expect_error(tmp_path, doc, "finml:platform.workloads.serving[0].migSlice",
                  "'1g.18gb' is not a MIG slice of H100-80GB; allowed: 1g.10gb")
+
+
+def test_node_group_bounds_and_unique_names(tmp_path):
+    doc = stack_doc("aws-eu-prod")
+    doc["config"]["finml:platform"]["sites"]["aws:eu-central-1"]["eks"]["systemNodeGroup"]["minSize"] = 9
+    expect_error(tmp_path, doc, "eks.systemNodeGroup", "minSize 9 is greater than maxSize 6")
+    doc = stack_doc("hybrid-prod")
+    platform = doc["config"]["finml:platform"]
+    platform["models"].append(dict(platform["models"][0]))
+    platform["workloads"]["serving"].append(dict(platform["workloads"]["serving"][0]))
+    platform["workloads"]["serving"][0]["sites"] = ["onprem:fra-dc1", "onprem:fra-dc1"]
+    err = expect_error(tmp_path, doc, "finml:platform.models", "model names must be unique")
+    assert "finml:platform.workloads.serving: names must be unique; repeated: aml-detector" in str(err)
+    assert "finml:platform.workloads.serving[0].sites: each site may appear once" in str(err)
+
+
+def test_two_stacks_may_not_manage_the_same_on_prem_cluster(tmp_path):
+    from finml.config import cross_stack_problems
+
+    stacks = [load_stack_file(STACKS / f"Pulumi.{n}.yaml", PROFILES) for n in list_stacks(STACKS)]
+    assert cross_stack_problems(stacks) == []
+    doc = stack_doc("onprem-dc1")
+    site = doc["config"]["finml:platform"]["sites"]["onprem:fra-dc1"]
+    site["kubernetes"]["apiEndpoint"] = "k8s-api.fra-dc1.finml.internal:6443"  # hybrid-prod's cluster
+    clash = load_stack_file(write_stack(tmp_path, doc, "clash"), PROFILES)
+    problems = cross_stack_problems([*(s for s in stacks if s.stack != "onprem-dc1"), clash])
+    assert [(src.endswith("Pulumi.clash.yaml"), "already managed by stack 'hybrid-prod'" in msg)
+            for src, msg in problems] == [(True, True)]
+    write_stack(tmp_path, doc, "onprem-dc1")
+    (tmp_path / "Pulumi.hybrid-prod.yaml").write_text((STACKS / "Pulumi.hybrid-prod.yaml").read_text())
+    proc = subprocess.run([sys.executable, "-m", "finml.cli", "--stacks-dir", str(tmp_path), "config", "check",
+                           "--all"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "Kubernetes API endpoint k8s-api.fra-dc1.finml.internal:6443" in proc.stderr
 
 
 def test_dev_accepts_synthetic_data_only(tmp_path):

@@ -13,13 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_PASSPHRASE = "finml-example-passphrase"  # documented in the README; examples only
 
 
-@pytest.mark.parametrize("stack", ["onprem-dc1", "hybrid-prod"])
-def test_example_secrets_decrypt_with_the_documented_passphrase(stack):
+@pytest.mark.parametrize("stack, prefix, context", [("onprem-dc1", "fraDc1Rnd", "fra-dc1-rnd"),
+                                                    ("hybrid-prod", "fraDc1", "fra-dc1")])
+def test_example_secrets_decrypt_with_the_documented_passphrase(stack, prefix, context):
     doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())
     key = stack_secrets.key_from_encryption_salt(EXAMPLE_PASSPHRASE, doc["encryptionsalt"])
-    kubeconfig = yaml.safe_load(stack_secrets.decrypt(key, doc["config"]["finml:fraDc1Kubeconfig"]["secure"]))
-    assert kubeconfig["kind"] == "Config" and kubeconfig["current-context"] == "fra-dc1"
-    node_secrets = yaml.safe_load(stack_secrets.decrypt(key, doc["config"]["finml:fraDc1NodeSecrets"]["secure"]))
+    kubeconfig = yaml.safe_load(stack_secrets.decrypt(key, doc["config"][f"finml:{prefix}Kubeconfig"]["secure"]))
+    assert kubeconfig["kind"] == "Config" and kubeconfig["current-context"] == context
+    node_secrets = yaml.safe_load(stack_secrets.decrypt(key, doc["config"][f"finml:{prefix}NodeSecrets"]["secure"]))
     assert len(node_secrets["disk_encryption_key"]) >= 32
     assert set(node_secrets) == {"disk_encryption_key", "kubernetes_node_join_token", "kubernetes_node_ca_cert_hashes"}
 

@@ -2,7 +2,7 @@
 
 Namespaces enforce PSS restricted, start from default deny both ways, every pod template is restricted, site-pinned
 and host-isolated, every object goes to its site's cluster through an explicit provider, and every manifest is valid
-against the Kubernetes 1.31 OpenAPI schema (strict: unknown fields are errors).
+against the Kubernetes 1.35 OpenAPI schema (strict: unknown fields are errors).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from gpu_profiles import load_profiles
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACKS_DIR = REPO_ROOT / "stacks"
 STACK_FILES = sorted(STACKS_DIR.glob("Pulumi.*.yaml"))
-K8S_VERSION = "1.31"
+K8S_VERSION = "1.35"
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "Job"}
 
 
