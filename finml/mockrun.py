@@ -104,6 +104,13 @@ def make_monitor():
             )
             return response
 
+        def RegisterResourceOutputs(self, request):  # noqa: N802 — gRPC method name
+            record = self.records.get(request.urn)
+            if record is not None and not record.custom and request.urn.split("::")[2] != "pulumi:pulumi:Stack":
+                outputs = wire_to_plan_value(json_format.MessageToDict(request.outputs)) if request.outputs else {}
+                record.outputs = normalise(outputs)
+            return super().RegisterResourceOutputs(request)
+
     mocks = PreviewMocks()
     return mocks, RecordingMonitor(mocks)
 

@@ -38,9 +38,10 @@ class PlanResource:
     dependencies: list[str] = field(default_factory=list)
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     props: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "urn": self.urn,
             "type": self.type,
             "name": self.name,
@@ -51,13 +52,21 @@ class PlanResource:
             "propertyDependencies": {k: sorted(set(v)) for k, v in sorted(self.property_dependencies.items())},
             "props": self.props,
         }
+        if self.outputs is not None:
+            out["outputs"] = self.outputs
+        return out
+
+    def stack_view(self) -> dict[str, Any]:
+        """What the engine hands stack policies: a component's registered outputs (inputs until it registers any);
+        a custom resource's planned state, which at preview is its inputs with computed values unknown."""
+        return self.outputs if (not self.custom and self.outputs is not None) else self.props
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PlanResource:
         return cls(urn=data["urn"], type=data["type"], name=data["name"], custom=data["custom"],
                    parent=data["parent"], provider=data["provider"], dependencies=list(data["dependencies"]),
                    property_dependencies={k: list(v) for k, v in data.get("propertyDependencies", {}).items()},
-                   props=data["props"])
+                   props=data["props"], outputs=data.get("outputs"))
 
 
 @dataclass

@@ -234,18 +234,40 @@ def _policy_infos(info: analyzer_pb2.AnalyzerInfo) -> list[PolicyInfo]:
     return out
 
 
+class PolicyConfigError(ValueError):
+    """A `--policy-pack-config` document the engine would reject; the message names the key and what is allowed."""
+
+
+def _level(where: str, value: Any) -> str:
+    if value not in LEVEL_VALUES:
+        raise PolicyConfigError(f"{where}: enforcement level {value!r} is not valid; allowed: "
+                                f"{', '.join(sorted(LEVEL_VALUES))}")
+    return value
+
+
 def configure_request(config: dict[str, Any] | None, policies: list[PolicyInfo]) -> analyzer_pb2.ConfigureAnalyzerRequest:
     """`--policy-pack-config` JSON → ConfigureAnalyzerRequest, expanding "all" as the engine does."""
     request = analyzer_pb2.ConfigureAnalyzerRequest()
     config = dict(config or {})
+    known = {p.name for p in policies}
+    unknown = sorted(set(config) - known - {"all"})
+    if unknown:
+        raise PolicyConfigError(f"unknown policy {unknown[0]!r} in the policy config; allowed: 'all' or one of the "
+                                f"{len(known)} policy names of this pack (see `finml policy config`)")
     all_level = config.pop("all", None)
     if isinstance(all_level, dict):
         all_level = all_level.get("enforcementLevel")
+    if all_level is not None:
+        _level("all", all_level)
     for policy in policies:
         value = config.get(policy.name, {})
         if isinstance(value, str):
             value = {"enforcementLevel": value}
-        level = value.get("enforcementLevel", all_level or policy.enforcement)
+        if not isinstance(value, dict):
+            raise PolicyConfigError(f"{policy.name}: must be an enforcement level or an object of config values "
+                                    f"(got {type(value).__name__})")
+        level = _level(f"{policy.name}.enforcementLevel",
+                       value.get("enforcementLevel", all_level or policy.enforcement))
         props = {k: v for k, v in value.items() if k != "enforcementLevel"}
         pc = analyzer_pb2.PolicyConfig(enforcementLevel=LEVEL_VALUES[level])
         pc.properties.update(props)
@@ -304,7 +326,11 @@ def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, An
         info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
         stub.GetPluginInfo(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
         policies = _policy_infos(info)
-        stub.Configure(configure_request(policy_config, policies), timeout=RPC_TIMEOUT_S)
+        try:
+            configure = configure_request(policy_config, policies)
+        except PolicyConfigError as exc:
+            raise PolicyPackError(f"bad policy config: {exc}") from None
+        stub.Configure(configure, timeout=RPC_TIMEOUT_S)
         stub.ConfigureStack(analyzer_pb2.AnalyzerStackConfigureRequest(
             stack=plan.stack, project=plan.project, organization="organization", dry_run=True,
             config={k: (v if isinstance(v, str) else json.dumps(v)) for k, v in plan.config.items()}),
@@ -317,7 +343,7 @@ def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, An
             diagnostics.extend((d, r.urn) for d in resp.diagnostics)
         stack_req = analyzer_pb2.AnalyzeStackRequest(resources=[
             analyzer_pb2.AnalyzerResource(
-                type=r.type, properties=_struct(r.props), urn=r.urn, name=r.name, options=_options(r),
+                type=r.type, properties=_struct(r.stack_view()), urn=r.urn, name=r.name, options=_options(r),
                 provider=_provider_message(index, r), parent=r.parent or "", dependencies=r.dependencies,
                 propertyDependencies={k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
                                       for k, v in r.property_dependencies.items()})

@@ -49,48 +49,45 @@ def _sarif_level(v: Violation) -> str:
     return "error" if v.enforcement == "mandatory" else "warning"
 
 
+def _sarif_rules(result: CheckResult) -> list[dict]:
+    return [{
+        "id": p.name, "name": p.name,
+        "shortDescription": {"text": p.description},
+        "fullDescription": {"text": p.description},
+        "help": {"text": p.remediation or p.description},
+        "defaultConfiguration": {"level": "error" if p.enforcement == "mandatory" else "warning"},
+        "properties": {"severity": p.severity, "enforcement": p.enforcement, "kind": p.kind},
+    } for p in sorted(result.policies, key=lambda p: p.name)]
+
+
 def render_sarif(results: list[CheckResult]) -> str:
-    rules: dict[str, dict] = {}
+    """One run per stack, each with its own automationDetails id (its code-scanning category), so every stack's
+    alerts stay apart whether the files are uploaded together or one by one."""
+    runs = []
     for r in results:
-        for p in r.policies:
-            rules.setdefault(p.name, {
-                "id": p.name, "name": p.name,
-                "shortDescription": {"text": p.description},
-                "fullDescription": {"text": p.description},
-                "help": {"text": p.remediation or p.description},
-                "defaultConfiguration": {"level": "error" if p.enforcement == "mandatory" else "warning"},
-                "properties": {"severity": p.severity, "enforcement": p.enforcement, "kind": p.kind},
-            })
-    rule_ids = sorted(rules)
-    sarif_results = []
-    for r in results:
-        for v in r.violations:
-            sarif_results.append({
-                "ruleId": v.policy,
-                "ruleIndex": rule_ids.index(v.policy) if v.policy in rules else -1,
-                "level": _sarif_level(v),
-                "message": {"text": f"{v.message} (site {v.site}, classification {v.classification}). "
-                                    f"Fix: {v.remediation}".strip()},
-                "locations": [{
-                    "physicalLocation": {"artifactLocation": {"uri": _stack_file(r)},
-                                         "region": {"startLine": 1}},
-                    "logicalLocations": [{"fullyQualifiedName": v.urn or f"stack:{r.stack}", "kind": "resource",
-                                          "name": v.resource_name or r.stack}],
-                }],
-                "partialFingerprints": {"finmlViolation/v1": f"{v.policy}|{v.urn}|{v.message}"},
-                "properties": {"stack": r.stack, "urn": v.urn, "site": v.site,
-                               "classification": v.classification, "severity": v.severity,
-                               "enforcement": v.enforcement, "remediation": v.remediation},
-            })
-    doc = {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "finml-policy", "version": __version__,
-                                "rules": [rules[i] for i in rule_ids]}},
+        rules = _sarif_rules(r)
+        rule_ids = [rule["id"] for rule in rules]
+        sarif_results = [{
+            "ruleId": v.policy,
+            "ruleIndex": rule_ids.index(v.policy) if v.policy in rule_ids else -1,
+            "level": _sarif_level(v),
+            "message": {"text": f"{v.message} (site {v.site}, classification {v.classification}). "
+                                f"Fix: {v.remediation}".strip()},
+            "locations": [{
+                "physicalLocation": {"artifactLocation": {"uri": _stack_file(r)}, "region": {"startLine": 1}},
+                "logicalLocations": [{"fullyQualifiedName": v.urn or f"stack:{r.stack}", "kind": "resource",
+                                      "name": v.resource_name or r.stack}],
+            }],
+            "partialFingerprints": {"finmlViolation/v1": f"{v.policy}|{v.urn}|{v.message}"},
+            "properties": {"stack": r.stack, "urn": v.urn, "site": v.site, "classification": v.classification,
+                           "severity": v.severity, "enforcement": v.enforcement, "remediation": v.remediation},
+        } for v in r.violations]
+        runs.append({
+            "tool": {"driver": {"name": "finml-policy", "version": __version__, "rules": rules}},
+            "automationDetails": {"id": f"finml-policy/{r.stack}/"},
             "results": sarif_results,
-        }],
-    }
+        })
+    doc = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": runs}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 

@@ -68,7 +68,7 @@ class ClusterBase(pulumi.ComponentResource):
         self.network_policies = policies
         self.quotas = quotas
         self.namespace_names = pulumi.Output.all(*[ns.metadata.name for ns in namespaces.values()])
-        self.register_outputs({"namespaceNames": self.namespace_names})
+        self.register_outputs({"site": args.site, "namespaceNames": self.namespace_names})
 
     def _create_namespaces(self) -> dict[str, k8s.core.v1.Namespace]:
         labels = {

@@ -44,12 +44,13 @@ class Dataset(pulumi.ComponentResource):
     site: str
 
     def __init__(self, name: str, args: DatasetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("finml:ml:Dataset", name,
-                         {"name": args.name, "classification": args.classification, "site": args.site}, opts)
+        props = {"name": args.name, "classification": args.classification, "site": args.site}
+        super().__init__("finml:ml:Dataset", name, props, opts)
         self.dataset_name = args.name
         self.classification = args.classification
         self.site = args.site
-        self.register_outputs({})
+        # The engine gives stack policies a component's registered outputs, not its inputs: register the lineage.
+        self.register_outputs(props)
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,10 @@ class Model(pulumi.ComponentResource):
     classification: str
 
     def __init__(self, name: str, args: ModelArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("finml:ml:Model", name, {
-            "name": args.name,
-            "trainedOn": list(args.trained_on),
-            "classification": args.classification,
-        }, opts)
+        props = {"name": args.name, "trainedOn": list(args.trained_on), "classification": args.classification}
+        super().__init__("finml:ml:Model", name, props, opts)
         self.model_name = args.name
         self.trained_on = tuple(args.trained_on)
         self.classification = args.classification
-        self.register_outputs({})
+        # The engine gives stack policies a component's registered outputs, not its inputs: register the lineage.
+        self.register_outputs(props)

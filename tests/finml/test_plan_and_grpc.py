@@ -151,6 +151,20 @@ def test_enforcement_level_from_policy_config_is_honoured(tmp_path):
     assert check_plan(load_plan(bad), MINI_PACK, {"all": "disabled"}).violations == []
 
 
+@pytest.mark.parametrize("config, fragment", [
+    ({"all": "warn"}, "all: enforcement level 'warn' is not valid; allowed: advisory, disabled, mandatory"),
+    ({"kms-rotation": ["mandatory"]}, "kms-rotation: must be an enforcement level or an object"),
+    ({"no-such-rule": "mandatory"}, "unknown policy 'no-such-rule'"),
+])
+def test_bad_policy_config_is_bad_input(tmp_path, config, fragment):
+    plan = tmp_path / "plan.json"
+    assert mockrun("dev", KMS_PROGRAM, plan).returncode == 0
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(config))
+    proc = finml("policy", "check", "--plan", str(plan), "--pack", str(MINI_PACK), "--policy-config", str(cfg))
+    assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_a_broken_pack_is_a_clear_error(tmp_path):
     (tmp_path / "PulumiPolicy.yaml").write_text("runtime: python\n")
     (tmp_path / "__main__.py").write_text("raise SystemExit('pack exploded')\n")

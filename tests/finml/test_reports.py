@@ -67,6 +67,13 @@ def test_sarif_is_valid_sarif_2_1_0(sarif_schema, results):
     assert finding["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "stacks/Pulumi.dev.yaml"
     assert finding["locations"][0]["logicalLocations"][0]["fullyQualifiedName"].endswith("key-eu-central-1")
     assert finding["properties"]["site"] == "aws:eu-central-1"
+    assert run["automationDetails"]["id"] == "finml-policy/dev/"
+
+
+def test_sarif_keeps_one_run_per_stack(sarif_schema, results):
+    doc = json.loads(render([results["bad"], results["good"]], "sarif"))
+    jsonschema.validate(doc, sarif_schema)
+    assert [len(run["results"]) for run in doc["runs"]] == [1, 0]
 
 
 def test_sarif_schema_rejects_a_broken_log(sarif_schema, results):

@@ -112,3 +112,16 @@ def test_every_mutant_of_every_stack_is_caught(stack_plans, capsys):
               + ", ".join(f"{k} {killed[k]}/{totals[k]}" for k in sorted(totals)))
     assert totals["encryption"] > 0 and totals["region"] > 0 and totals["world"] > 0
     assert not survivors, "mutants not caught:\n" + "\n".join(survivors)
+
+
+def test_stack_policies_see_component_outputs_as_the_engine_gives_them(stack_plans):
+    """AnalyzeStack carries a component's registered outputs; lineage a component does not register is invisible."""
+    plan = load_plan(stack_plans["hybrid-prod"])
+    datasets = [r for r in plan.resources if r.type == "finml:ml:Dataset"]
+    assert datasets and all(r.outputs == r.props for r in datasets), "lineage components must register their props"
+    config = pack_config_for(load_stack_file(ROOT / "stacks" / "Pulumi.hybrid-prod.yaml").platform, PACK)
+    for r in datasets:
+        r.outputs = {}
+    result = check_plan(plan, PACK, config)
+    flagged = {(v.policy, v.urn) for v in result.mandatory}
+    assert {("residency-classification-required", r.urn) for r in datasets} <= flagged
