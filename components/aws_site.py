@@ -88,9 +88,14 @@ def build_aws_site(
     cluster = None
     if site.eks is not None and network is not None:
         highest = keys.highest_classification()
+        # Operators on-prem reach the private API endpoint over the site-to-site VPN from their management network.
+        vpn_management_cidrs = [stack.platform.sites[link.onprem_site].network.management_cidr
+                                for link in stack.platform.vpn if link.aws_site == site_id]
         cluster = GpuCluster(name, GpuClusterArgs(
             site=site_id, stack=stack.stack, eks=site.eks, profiles=profiles,
             subnet_ids=network.node_subnet_ids, node_security_group_id=network.node_security_group_id,
+            vpc_id=network.vpc_id, vpc_cidr=site.network.vpc_cidr,
+            api_access_cidrs=[*site.eks.api_access_cidrs, *vpn_management_cidrs],
             secrets_key_arn=keys.key_arns[highest], volume_key_arn=keys.key_arns[highest],
             data_classification=highest, extra_tags=extra_tags,
         ), opts)

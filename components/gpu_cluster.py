@@ -103,6 +103,8 @@ class GpuClusterArgs:
     """GPU profiles by name (gpu_profiles.load_profiles())."""
     subnet_ids: pulumi.Input[Sequence[str]]
     """Private node subnets (Network.node_subnet_ids)."""
+    vpc_id: pulumi.Input[str]
+    vpc_cidr: str
     node_security_group_id: pulumi.Input[str]
     secrets_key_arn: pulumi.Input[str]
     """CMK for envelope encryption of Kubernetes secrets and the control-plane log group."""
@@ -110,6 +112,8 @@ class GpuClusterArgs:
     """CMK for node root volumes."""
     data_classification: str
     """Classification tagged on node volumes and the log group (the site's highest)."""
+    api_access_cidrs: Sequence[str] = ()
+    """Private networks besides the VPC that may reach the private API endpoint on 443 (runners, VPN'd admins)."""
     endpoint_public_access: bool = False
     """Opt-out (explicit): expose the API endpoint publicly. The policy pack still sees it."""
     public_access_cidrs: Sequence[str] = ()
@@ -213,6 +217,20 @@ class GpuCluster(pulumi.ComponentResource):
             tags=self._tags(log_group_name, args.data_classification),
             opts=self._opts(),
         )
+        # The endpoint is private: only the VPC itself and the configured private networks (deployment runners,
+        # on-prem management networks over the VPN) reach it, and only on 443.
+        api_sg_name = naming.child_name(self._name, "api-access")
+        sources = list(dict.fromkeys([args.vpc_cidr, *args.api_access_cidrs]))
+        self.api_security_group = aws.ec2.SecurityGroup(
+            api_sg_name,
+            description="EKS private API endpoint: HTTPS from the VPC and configured private networks only",
+            vpc_id=args.vpc_id,
+            ingress=[aws.ec2.SecurityGroupIngressArgs(protocol="tcp", from_port=443, to_port=443, cidr_blocks=sources,
+                                                      description="Kubernetes API from private networks")],
+            egress=[],
+            tags=self._tags(api_sg_name),
+            opts=self._opts(),
+        )
         cluster_name = naming.child_name(self._name, "eks")
         self.cluster = aws.eks.Cluster(
             cluster_name,
@@ -223,6 +241,7 @@ class GpuCluster(pulumi.ComponentResource):
                 subnet_ids=args.subnet_ids,
                 endpoint_private_access=True,
                 endpoint_public_access=args.endpoint_public_access,
+                security_group_ids=[self.api_security_group.id],
                 public_access_cidrs=list(args.public_access_cidrs) if args.endpoint_public_access else None,
             ),
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
@@ -230,6 +249,8 @@ class GpuCluster(pulumi.ComponentResource):
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=args.secrets_key_arn),
             ),
             enabled_cluster_log_types=CLUSTER_LOG_TYPES,
+            # Standard support only: a cluster falling out of support fails loudly instead of paying extended support.
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API",
                 bootstrap_cluster_creator_admin_permissions=args.bootstrap_creator_admin,
@@ -289,6 +310,9 @@ class GpuCluster(pulumi.ComponentResource):
             cluster_name=self.cluster.name,
             addon_name="vpc-cni",
             service_account_role_arn=role.arn,
+            # NetworkPolicy enforcement is opt-in in the VPC CNI; without it every default-deny policy is ignored.
+            configuration_values=json.dumps({"enableNetworkPolicy": "true",
+                                             "nodeAgent": {"enablePolicyEventLogs": "true"}}, sort_keys=True),
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="PRESERVE",
             tags=self._tags(naming.child_name(self._name, "vpc-cni")),

@@ -127,6 +127,13 @@ class EksConfig(_Model):
     system_node_group: SystemNodeGroup = Field(default_factory=SystemNodeGroup, description="CPU node group")
     gpu_node_groups: list[GpuNodeGroup] = Field(default_factory=list, description="One managed node group each")
     admin_role_arns: list[str] = Field(default_factory=list, description="IAM roles given cluster-admin access")
+    api_access_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="Private networks (besides the VPC and on-prem management networks of VPN links) that may reach "
+                    "the private API endpoint on 443, e.g. the deployment runners' subnet",
+    )
+
+    _api_cidrs = field_validator("api_access_cidrs")(lambda v: [_check_cidr(c) for c in v])
 
 
 class AwsNetworkConfig(_Model):

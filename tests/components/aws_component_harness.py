@@ -128,7 +128,7 @@ HYBRID_RAW: dict[str, Any] = {
             "classifications": ["internal", "confidential"],
             "network": {"vpcCidr": "10.20.0.0/16", "azCount": 3, "egress": "none"},
             "eks": {
-                "version": "1.31",
+                "version": "1.35",
                 "gpuNodeGroups": [
                     {"name": "h100", "gpu": "H100-80GB", "instanceType": "p5.48xlarge", "maxSize": 4},
                     {"name": "l4", "gpu": "L4"},

@@ -27,6 +27,7 @@ def cluster_args(**overrides):
     values = dict(site=SITE, stack="t", eks=EksConfig(gpu_node_groups=GROUPS,
                                                       admin_role_arns=[f"arn:aws:iam::{ACCOUNT_ID}:role/admin"]),
                   profiles=PROFILES, subnet_ids=["subnet-a", "subnet-b"], node_security_group_id="sg-nodes",
+                  vpc_id="vpc-1", vpc_cidr="10.30.0.0/16", api_access_cidrs=["10.99.0.0/24"],
                   secrets_key_arn=KEY, volume_key_arn=KEY, data_classification="confidential")
     values.update(overrides)
     return GpuClusterArgs(**values)
@@ -60,10 +61,27 @@ def test_cluster_is_private_encrypted_and_logged(cluster):
     assert sorted(eks.inputs["enabledClusterLogTypes"]) == sorted(
         ["api", "audit", "authenticator", "controllerManager", "scheduler"])
     assert eks.inputs["accessConfig"]["authenticationMode"] == "API"
-    assert eks.inputs["version"] == "1.31"
+    assert eks.inputs["version"] == "1.35"
+    assert eks.inputs["upgradePolicy"] == {"supportType": "STANDARD"}
     (log_group,) = cluster.of_type("aws:cloudwatch/logGroup:LogGroup")
     assert log_group.inputs["name"] == f"/aws/eks/{eks.inputs['name']}/cluster"
     assert log_group.inputs["kmsKeyId"] == KEY and log_group.inputs["retentionInDays"] >= 365
+
+
+def test_private_endpoint_is_reachable_only_from_private_networks_on_443(cluster):
+    (eks,) = cluster.of_type("aws:eks/cluster:Cluster")
+    sg = cluster.named("gc-api-access")
+    assert eks.inputs["vpcConfig"]["securityGroupIds"] == ["gc-api-access-id"], str(eks)
+    assert sg.inputs["vpcId"] == "vpc-1" and sg.inputs["egress"] == []
+    [rule] = sg.inputs["ingress"]
+    assert (rule["fromPort"], rule["toPort"], rule["protocol"]) == (443, 443, "tcp")
+    assert rule["cidrBlocks"] == ["10.30.0.0/16", "10.99.0.0/24"]
+
+
+def test_vpc_cni_enforces_network_policies(cluster):
+    (addon,) = [a for a in cluster.of_type("aws:eks/addon:Addon") if a.inputs["addonName"] == "vpc-cni"]
+    values = json.loads(addon.inputs["configurationValues"])
+    assert values["enableNetworkPolicy"] == "true", str(addon)
 
 
 def test_public_endpoint_is_an_explicit_opt_out():
