@@ -8,6 +8,7 @@ Availability zones are fixed names (`<region>a/b/c`): offline preview has no AWS
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -249,6 +250,13 @@ class Network(pulumi.ComponentResource):
             service_name=f"com.amazonaws.{self._region}.s3",
             vpc_endpoint_type="Gateway",
             route_table_ids=[rt.id for rt in self._private_route_tables],
+            # Not a path out: only buckets of this account, plus the regional bucket ECR serves image layers from.
+            policy=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Sid": "OwnAccountBucketsOnly", "Effect": "Allow", "Principal": "*", "Action": "s3:*",
+                 "Resource": "*", "Condition": {"StringEquals": {"aws:ResourceAccount": self._args.account_id}}},
+                {"Sid": "EcrImageLayers", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                 "Resource": f"arn:aws:s3:::prod-{self._region}-starport-layer-bucket/*"},
+            ]}, sort_keys=True),
             tags=self._tags(s3_name),
             opts=self._opts(),
         )

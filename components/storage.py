@@ -383,6 +383,12 @@ class Storage(pulumi.ComponentResource):
                     "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"},
                     "Action": "*", "Resource": arn,
                     "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }, {
+                    # A file system policy replaces EFS's default allow: grant mount and write, via mount targets only
+                    # (which the security group limits to the node security group).
+                    "Sid": "MountViaMountTargetsOnly", "Effect": "Allow", "Principal": {"AWS": "*"},
+                    "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"], "Resource": arn,
+                    "Condition": {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}},
                 }],
             }, sort_keys=True)),
             opts=pulumi.ResourceOptions(parent=self),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import ipaddress
 
 import pulumi
 import pytest
 
-from aws_component_harness import HYBRID_RAW, ONPREM_CIDRS, policy_doc, providers, run_program, stack_config
+from aws_component_harness import (ACCOUNT_ID, HYBRID_RAW, ONPREM_CIDRS, policy_doc, providers, run_program,
+                                    stack_config)
 from components.network import DEFAULT_INTERFACE_ENDPOINTS, Network, NetworkArgs, VpnLinkArgs, plan_subnets
 from finml.config import AwsNetworkConfig
 
@@ -93,6 +96,10 @@ def test_endpoints(hybrid):
     endpoints = {e.inputs["serviceName"]: e for e in hybrid.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
     s3 = endpoints.pop("com.amazonaws.eu-central-1.s3")
     assert s3.inputs["vpcEndpointType"] == "Gateway" and len(s3.inputs["routeTableIds"]) == 3, str(s3)
+    s3_policy = json.loads(s3.inputs["policy"])["Statement"]
+    own, layers = s3_policy
+    assert own["Condition"] == {"StringEquals": {"aws:ResourceAccount": ACCOUNT_ID}}, f"{s3}: any bucket reachable"
+    assert layers["Action"] == "s3:GetObject" and "starport-layer-bucket" in layers["Resource"]
     assert set(endpoints) == {f"com.amazonaws.eu-central-1.{s}" for s in DEFAULT_INTERFACE_ENDPOINTS}
     for required in ("ecr.api", "ecr.dkr", "sts", "kms", "logs", "ec2"):
         assert f"com.amazonaws.eu-central-1.{required}" in endpoints

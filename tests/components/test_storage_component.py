@@ -3,6 +3,8 @@ the configured site; EBS default encryption; EFS encrypted and reachable only fr
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pytest
 
@@ -135,6 +137,11 @@ def test_efs_encrypted_and_only_reachable_from_nodes(storage):
     assert [(r["protocol"], r["fromPort"], r["toPort"], r["securityGroups"], r.get("cidrBlocks"))
             for r in rules] == [("tcp", 2049, 2049, ["sg-nodes"], None)], f"{sg} allows more than NFS from nodes"
     assert not sg.inputs.get("egress")
+    policy = storage.of_type("aws:efs/fileSystemPolicy:FileSystemPolicy")[0].inputs["policy"]
+    deny, allow = json.loads(policy)["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert allow["Effect"] == "Allow" and allow["Condition"] == {
+        "Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}, "EFS would be unmountable or mountable off-VPC"
 
 
 @pytest.mark.parametrize("kwargs", [{"filesystem": "none"}, {"network": False}])
