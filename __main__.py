@@ -5,7 +5,7 @@ Run by the Pulumi engine (`pulumi preview|up --stack <env>`) or offline under th
 
 import pulumi
 
-from components.aws_site import build_aws_site
+from components.aws_site import account_prerequisites, build_aws_site
 from components.naming import child_name, slug
 from components.onprem_cluster import OnPremCluster, OnPremClusterArgs
 from components.providers import AwsProviders, load_stack_from_pulumi
@@ -19,8 +19,9 @@ profiles = load_profiles()
 aws_providers = AwsProviders(stack)
 clusters = {}
 
+prerequisites = account_prerequisites(stack, aws_providers)
 for site_id, site in stack.aws_sites.items():
-    outputs = build_aws_site(stack, site_id, site, aws_providers, profiles, platform.aws_account_id)
+    outputs = build_aws_site(stack, site_id, site, aws_providers, profiles, platform.aws_account_id, prerequisites)
     if outputs.cluster is not None:
         clusters[site_id] = outputs.cluster
     pulumi.export(f"{slug(site_id)}-vpc-id", outputs.network.vpc_id if outputs.network else None)

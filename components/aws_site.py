@@ -6,7 +6,7 @@ the network. A replica-only site (no `network`) gets keys and buckets but no VPC
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,20 @@ def vpn_links_for(stack: StackConfig, site_id: str) -> list[VpnLinkArgs]:
     return links
 
 
+def account_prerequisites(stack: StackConfig, provider_for: Callable[[str], aws.Provider]) -> list[pulumi.Resource]:
+    """Account-wide resources the sites need before their keys: the Auto Scaling service-linked role, which the key
+    policies name so EKS node groups can launch instances with CMK-encrypted volumes."""
+    if not stack.platform.create_autoscaling_service_linked_role or not stack.aws_sites:
+        return []
+    first_site = sorted(stack.aws_sites)[0]
+    return [aws.iam.ServiceLinkedRole(
+        "autoscaling-service-linked-role",
+        aws_service_name="autoscaling.amazonaws.com",
+        description="Auto Scaling, named in finml key policies so EKS nodes can use CMK-encrypted volumes",
+        opts=pulumi.ResourceOptions(provider=provider_for(first_site)),
+    )]
+
+
 def build_aws_site(
     stack: StackConfig,
     site_id: str,
@@ -50,8 +64,9 @@ def build_aws_site(
     provider_for: Callable[[str], aws.Provider],
     profiles: Mapping[str, Any],
     account_id: str,
+    prerequisites: Sequence[pulumi.Resource] = (),
 ) -> AwsSiteOutputs:
-    """Create every component of one AWS site with that site's explicit provider."""
+    """Create every component of one AWS site with that site's explicit provider, after `prerequisites`."""
     if not account_id:
         raise ValueError(f"{site_id}: an AWS account id is needed for key policies (finml:platform.awsAccountId)")
     name = naming.slug(site_id)
@@ -64,6 +79,7 @@ def build_aws_site(
     keys = EncryptionKeys(name, EncryptionKeysArgs(
         site=site_id, stack=stack.stack, classifications=list(site.classifications), account_id=account_id,
         replicate_to=replicate_to, replica_provider=replica_provider, extra_tags=extra_tags,
+        depends_on=list(prerequisites),
     ), opts)
 
     network = None

@@ -150,6 +150,10 @@ class EncryptionKeysArgs:
     multi_region: bool = False
     """Opt-in for multi-Region primaries without replicas; replication turns it on for the replicated keys."""
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    depends_on: Sequence[pulumi.Resource] = ()
+    """Account prerequisites the key policies name (the Auto Scaling service-linked role)."""
+    protect: bool = True
+    """Keys guard data: `pulumi destroy` must not remove one by accident (unprotect explicitly first)."""
 
 
 class EncryptionKeys(pulumi.ComponentResource):
@@ -207,7 +211,7 @@ class EncryptionKeys(pulumi.ComponentResource):
                 multi_region=args.multi_region or args.replicate_to is not None,
                 policy=key_policy(args.account_id, region),
                 tags=naming.aws_tags(args.site, args.stack, classification, dict(args.extra_tags), name=key_name),
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on), protect=args.protect),
             )
             self.keys[classification] = key
             self.aliases[classification] = aws.kms.Alias(
@@ -233,7 +237,8 @@ class EncryptionKeys(pulumi.ComponentResource):
                 policy=key_policy(args.account_id, target_region),
                 tags=naming.aws_tags(args.replicate_to, args.stack, classification,
                                      {**args.extra_tags, "finml:replica-of": args.site}, name=replica_name),
-                opts=pulumi.ResourceOptions(parent=self, provider=args.replica_provider),
+                opts=pulumi.ResourceOptions(parent=self, provider=args.replica_provider,
+                                            depends_on=list(args.depends_on), protect=args.protect),
             )
             self.replica_keys[classification] = replica
             aws.kms.Alias(

@@ -321,6 +321,11 @@ class Platform(_Model):
         default=None, pattern=r"^\d{12}$", description="AWS account of the stack's AWS sites (key policies name it)"
     )
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every AWS resource")
+    create_autoscaling_service_linked_role: bool = Field(
+        default=False,
+        description="Create AWSServiceRoleForAutoScaling first (a fresh account lacks it, and KMS rejects key policies "
+                    "naming a role that does not exist); leave false where the account already has it",
+    )
 
     @field_validator("sites")
     @classmethod

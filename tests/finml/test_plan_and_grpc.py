@@ -176,3 +176,21 @@ def test_a_broken_pack_is_a_clear_error(tmp_path):
     cfg.write_text("{}")
     proc = finml("policy", "check", "--plan", str(out), "--pack", str(tmp_path), "--policy-config", str(cfg))
     assert proc.returncode == 2 and "did not start" in proc.stderr and "Traceback" not in proc.stderr.split("\n")[0]
+
+
+def test_fresh_account_creates_the_autoscaling_role_before_any_key(tmp_path):
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.aws-eu-prod.yaml").read_text())
+    doc["config"]["finml:platform"]["createAutoscalingServiceLinkedRole"] = True
+    stack_file = tmp_path / "Pulumi.fresh.yaml"
+    stack_file.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "plan.json"
+    proc = subprocess.run([sys.executable, "-m", "finml.mockrun", str(stack_file), str(ROOT / "__main__.py"),
+                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    plan = load_plan(out)
+    [role] = [r for r in plan.resources if r.type == "aws:iam/serviceLinkedRole:ServiceLinkedRole"]
+    assert role.props["awsServiceName"] == "autoscaling.amazonaws.com"
+    keys = [r for r in plan.resources if r.type in ("aws:kms/key:Key", "aws:kms/replicaKey:ReplicaKey")]
+    assert len(keys) == 4 and all(role.urn in k.dependencies for k in keys), "a key could name a missing role"
