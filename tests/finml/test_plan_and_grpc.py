@@ -193,4 +193,4 @@ def test_fresh_account_creates_the_autoscaling_role_before_any_key(tmp_path):
     [role] = [r for r in plan.resources if r.type == "aws:iam/serviceLinkedRole:ServiceLinkedRole"]
     assert role.props["awsServiceName"] == "autoscaling.amazonaws.com"
     keys = [r for r in plan.resources if r.type in ("aws:kms/key:Key", "aws:kms/replicaKey:ReplicaKey")]
-    assert len(keys) == 4 and all(role.urn in k.dependencies for k in keys), "a key could name a missing role"
+    assert len(keys) == 6 and all(role.urn in k.dependencies for k in keys), "a key could name a missing role"
