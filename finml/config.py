@@ -168,6 +168,11 @@ class AwsSite(_Model):
     network: AwsNetworkConfig | None = Field(default=None, description="VPC; omit for a replica-only site")
     eks: EksConfig | None = Field(default=None, description="EKS GPU cluster; needs a network")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Data storage options")
+    image_registry: str | None = Field(
+        default=None, pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$",
+        description="Registry prefix the clusters pull platform images from (nodes have no internet egress); "
+                    "default: the account's ECR under <account>.dkr.ecr.<region>.amazonaws.com/finml-mirror",
+    )
 
     @model_validator(mode="after")
     def _eks_needs_network(self) -> AwsSite:
@@ -372,6 +377,16 @@ class StackConfig:
     @property
     def onprem_sites(self) -> dict[str, OnPremSite]:
         return {k: v for k, v in self.platform.sites.items() if isinstance(v, OnPremSite)}
+
+    def image_registry(self, site_id: str) -> str | None:
+        """Where a site's clusters pull platform images from. AWS sites: the configured prefix or the account's ECR
+        mirror; on-prem sites: None — images keep their names and containerd's registry mirrors (Ansible,
+        `container_runtime_registry_mirrors`) redirect them to the data centre's registry."""
+        site = self.platform.sites[site_id]
+        if isinstance(site, AwsSite):
+            return site.image_registry or (f"{self.platform.aws_account_id}.dkr.ecr.{region_of(site_id)}"
+                                           f".amazonaws.com/finml-mirror")
+        return None
 
     def allowed_sites(self, classification: str) -> list[str]:
         patterns = self.platform.residency.get(classification, [])

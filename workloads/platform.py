@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 from components.naming import child_name
 from finml.config import StackConfig, resolve_gpu_profile
 from workloads.cluster_base import ClusterBase, ClusterBaseArgs
+from workloads import feature_store as feature_store_module, serving as serving_module, training as training_module
 from workloads.feature_store import FeatureStore, FeatureStoreArgs
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
 from workloads.serving import InferenceService, InferenceServiceArgs
@@ -61,19 +62,28 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
         raise ValueError(f"{stack.source}: unknown site {site!r}; declared sites: {', '.join(sorted(platform.sites))}")
     model_classes = {m.name: model_classification(m, platform.datasets) for m in platform.models}
 
+    registry = stack.image_registry(site)
+
+    def image(default: str) -> str:
+        # Nodes have no internet egress: AWS clusters pull from the site's mirror registry.
+        return f"{registry}/{default}" if registry else default
+
     # Build (and so validate) every workload's arguments before the first resource is registered.
     store = platform.workloads.feature_store
-    store_args = (FeatureStoreArgs(site=site, classification=store.classification)
+    store_args = (FeatureStoreArgs(site=site, classification=store.classification,
+                                   image=image(feature_store_module.DEFAULT_IMAGE))
                   if store is not None and store.site == site else None)
     training_args = [
         TrainingJobArgs(job_name=job.name, site=site, model=job.model, classification=model_classes[job.model],
-                        gpu_profile=resolve_gpu_profile(job.gpu_profile, profiles), gpus=job.gpus)
+                        gpu_profile=resolve_gpu_profile(job.gpu_profile, profiles), gpus=job.gpus,
+                        image=image(training_module.DEFAULT_IMAGE))
         for job in platform.workloads.training if job.site == site
     ]
     serving_args = [
         InferenceServiceArgs(service_name=svc.name, site=site, model=svc.model,
                              classification=model_classes[svc.model],
-                             gpu_profile=resolve_gpu_profile(svc.gpu_profile, profiles), mig_slice=svc.mig_slice)
+                             gpu_profile=resolve_gpu_profile(svc.gpu_profile, profiles), mig_slice=svc.mig_slice,
+                             image=image(serving_module.DEFAULT_IMAGE))
         for svc in platform.workloads.serving if site in svc.sites
     ]
 

@@ -292,3 +292,17 @@ def test_component_outputs(mocks):
         assert deployment_name == "svc"
 
     return pulumi.Output.all(store.endpoint, service.deployment.metadata.name).apply(check)
+
+
+def test_aws_clusters_pull_from_the_site_mirror_and_on_prem_keeps_names_for_containerd_mirrors():
+    stack = load_stack(STACKS_DIR / "Pulumi.hybrid-prod.yaml")
+    monitor, _ = run_program(deploy_stack(stack))
+    images = {}
+    for record in monitor.k8s():
+        template = pod_template(record) if record.kind in ("Deployment", "StatefulSet", "Job") else None
+        if template is not None:
+            site = "aws" if "aws-eu-central-1" in record.urn else "onprem"
+            images.setdefault(site, set()).update(c["image"] for c in template["spec"]["containers"])
+    assert images["aws"] and all(i.startswith("777788889999.dkr.ecr.eu-central-1.amazonaws.com/finml-mirror/")
+                                 for i in images["aws"]), images["aws"]
+    assert images["onprem"] and not any(".dkr.ecr." in i for i in images["onprem"]), images["onprem"]
