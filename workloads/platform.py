@@ -16,7 +16,10 @@ import pulumi_kubernetes as k8s
 from components.naming import child_name
 from finml.config import StackConfig, resolve_gpu_profile
 from workloads.cluster_base import ClusterBase, ClusterBaseArgs
-from workloads import feature_store as feature_store_module, serving as serving_module, training as training_module
+from workloads import cluster_base as cluster_base_module
+from workloads import feature_store as feature_store_module
+from workloads import serving as serving_module
+from workloads import training as training_module
 from workloads.feature_store import FeatureStore, FeatureStoreArgs
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
 from workloads.serving import InferenceService, InferenceServiceArgs
@@ -87,7 +90,12 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
         for svc in platform.workloads.serving if site in svc.sites
     ]
 
-    base = ClusterBase(child_name("cluster-base", site), ClusterBaseArgs(site=site, gpu_quota=gpu_quota),
+    site_config = platform.sites[site]
+    uses_mig = any(node.mig_layout for node in getattr(site_config, "nodes", []))
+    base = ClusterBase(child_name("cluster-base", site),
+                       ClusterBaseArgs(site=site, gpu_quota=gpu_quota,
+                                       device_plugin_image=image(cluster_base_module.DEVICE_PLUGIN_IMAGE),
+                                       mig_strategy="mixed" if uses_mig else "none"),
                        opts=pulumi.ResourceOptions(providers=[k8s_provider]))
 
     def workload_opts() -> pulumi.ResourceOptions:

@@ -14,6 +14,9 @@ from finml.plan import Plan, PlanResource
 
 DISALLOWED_REGION = "us-east-1"
 WORLD = "0.0.0.0/0"
+# Node agents (CNI, kube-proxy, the NVIDIA device plugin) legitimately use host networking and host paths; the pack
+# exempts their namespace by configuration (exemptNamespaces), so host-namespace mutants there are not applicable.
+EXEMPT_NAMESPACES = {"kube-system"}
 
 
 @dataclass
@@ -151,7 +154,8 @@ def world_mutants(plan: Plan) -> Iterator[Mutant]:
         for what, fn in edits.get(res.type, []):
             yield Mutant("world", f"{what}: {res.name}", res.urn, _edit(plan, res.urn, fn), _related(plan, res))
         spec = _pod_spec(res.props) if res.type.startswith("kubernetes:") else None
-        if spec is not None:
+        namespace = (res.props.get("metadata") or {}).get("namespace")
+        if spec is not None and namespace not in EXEMPT_NAMESPACES:
             yield Mutant("world", f"host network: {res.name}", res.urn,
                          _edit(plan, res.urn, lambda p: _pod_spec(p).__setitem__("hostNetwork", True)),
                          _related(plan, res))

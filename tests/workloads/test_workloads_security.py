@@ -102,12 +102,36 @@ def test_every_pod_template_is_restricted_pinned_and_host_isolated(any_stack):
 
 
 def test_no_privileged_host_path_or_host_network_anywhere(any_stack):
+    """One exception, by design: the NVIDIA device plugin in kube-system mounts the kubelet's device-plugin socket
+    directory (and nothing else); it is still unprivileged with every capability dropped."""
     _, monitor = any_stack
+    plugins = 0
     for record in monitor.k8s():
-        text = repr(record.inputs)
+        inputs = record.inputs
+        if record.kind == "DaemonSet" and inputs["metadata"]["name"] == "nvidia-device-plugin":
+            plugins += 1
+            assert inputs["metadata"]["namespace"] == "kube-system", str(record)
+            spec = inputs["spec"]["template"]["spec"]
+            assert [v["hostPath"]["path"] for v in spec["volumes"]] == ["/var/lib/kubelet/device-plugins"]
+            [container] = spec["containers"]
+            assert container["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                    "capabilities": {"drop": ["ALL"]}}, str(record)
+            inputs = {**inputs, "spec": {**inputs["spec"], "template": {"spec": {**spec, "volumes": []}}}}
+        text = repr(inputs)
         for forbidden in ("'privileged': True", "hostPath", "'hostNetwork': True", "'hostPID': True",
                           "'hostIPC': True", "hostPort"):
             assert forbidden not in text, f"{record}: contains {forbidden}"
+    assert plugins == len({r.provider for r in monitor.k8s()}), "every cluster needs exactly one device plugin"
+
+
+def test_device_plugin_uses_mig_mixed_only_where_nodes_have_mig_layouts(any_stack):
+    name, monitor = any_stack
+    strategies = {}
+    for record in monitor.k8s("DaemonSet"):
+        env = {e["name"]: e["value"] for e in record.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+        strategies[record.provider] = env["MIG_STRATEGY"]
+    expected_mixed = name in ("hybrid-prod", "onprem-dc1")  # both have an H100 node with a 1g.10gb layout
+    assert ("mixed" in strategies.values()) == expected_mixed, strategies
 
 
 def test_every_kubernetes_object_uses_its_cluster_provider_and_a_finml_parent(any_stack):
