@@ -19,6 +19,8 @@ from components import naming
 from finml.config import EksConfig, GpuNodeGroup, region_of, resolve_gpu_profile
 
 TYPE_TOKEN = "finml:compute:GpuCluster"
+#: Default StorageClass of every EKS cluster: gp3 volumes encrypted with the site's CMK, retained on PVC deletion.
+ENCRYPTED_STORAGE_CLASS = "finml-encrypted-gp3"
 CLUSTER_LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 CONTROL_PLANE_LOG_RETENTION_DAYS = 365
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
@@ -156,6 +158,8 @@ class GpuCluster(pulumi.ComponentResource):
         self._create_access_entries()
         self._create_node_groups()
         self._create_k8s_provider()
+        self._create_ebs_csi()
+        self._create_storage_class()
 
         self.cluster_name = self.cluster.name
         self.oidc_provider_arn = self.oidc_provider.arn
@@ -285,25 +289,7 @@ class GpuCluster(pulumi.ComponentResource):
         if not self._args.cni_via_irsa:
             return
         role_name = naming.child_name(self._name, "vpc-cni-role")
-
-        def trust(values: list[Any]) -> str:
-            provider_arn, issuer = values
-            host = (issuer or "").removeprefix("https://")
-            return json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {"StringEquals": {f"{host}:sub": "system:serviceaccount:kube-system:aws-node",
-                                               f"{host}:aud": "sts.amazonaws.com"}},
-            }]}, sort_keys=True)
-
-        role = aws.iam.Role(
-            role_name,
-            description="VPC CNI (kube-system/aws-node) via IRSA",
-            assume_role_policy=pulumi.Output.all(self.oidc_provider.arn, self._issuer).apply(trust),
-            tags=self._tags(role_name),
-            opts=self._opts(),
-        )
+        role = self._irsa_role(role_name, "kube-system", "aws-node", "VPC CNI (kube-system/aws-node) via IRSA")
         attachment = self._attach(role, role_name, "AmazonEKS_CNI_Policy")
         self.cni_addon = aws.eks.Addon(
             naming.child_name(self._name, "vpc-cni"),
@@ -317,6 +303,76 @@ class GpuCluster(pulumi.ComponentResource):
             resolve_conflicts_on_update="PRESERVE",
             tags=self._tags(naming.child_name(self._name, "vpc-cni")),
             opts=self._opts(depends_on=[attachment]),
+        )
+
+    def _irsa_role(self, role_name: str, namespace: str, service_account: str, description: str) -> aws.iam.Role:
+        """A role only the named Kubernetes service account of this cluster can assume (IRSA)."""
+
+        def trust(values: list[Any]) -> str:
+            provider_arn, issuer = values
+            host = (issuer or "").removeprefix("https://")
+            return json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {"StringEquals": {f"{host}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                                               f"{host}:aud": "sts.amazonaws.com"}},
+            }]}, sort_keys=True)
+
+        return aws.iam.Role(
+            role_name,
+            description=description,
+            assume_role_policy=pulumi.Output.all(self.oidc_provider.arn, self._issuer).apply(trust),
+            tags=self._tags(role_name),
+            opts=self._opts(),
+        )
+
+    def _create_ebs_csi(self) -> None:
+        """Persistent volumes: the EBS CSI driver (IRSA; pods cannot use the node role with IMDS hop limit 1) and a
+        default StorageClass that encrypts every volume with the site's CMK."""
+        role_name = naming.child_name(self._name, "ebs-csi-role")
+        role = self._irsa_role(role_name, "kube-system", "ebs-csi-controller-sa",
+                               "EBS CSI driver (kube-system/ebs-csi-controller-sa) via IRSA")
+        attachment = self._attach(role, role_name, "service-role/AmazonEBSCSIDriverPolicy")
+        key_arn = self._args.volume_key_arn
+        kms_policy = aws.iam.RolePolicy(
+            naming.child_name(role_name, "kms"),
+            role=role.id,
+            policy=pulumi.Output.from_input(key_arn).apply(lambda arn: json.dumps({
+                "Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow",
+                    "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt",
+                               "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncrypt*"],
+                    "Resource": arn,
+                    "Condition": {"StringEquals": {"kms:ViaService": f"ec2.{self._region}.amazonaws.com"}},
+                }]}, sort_keys=True)),
+            opts=self._opts(),
+        )
+        self.ebs_csi_addon = aws.eks.Addon(
+            naming.child_name(self._name, "ebs-csi"),
+            cluster_name=self.cluster.name,
+            addon_name="aws-ebs-csi-driver",
+            service_account_role_arn=role.arn,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="PRESERVE",
+            tags=self._tags(naming.child_name(self._name, "ebs-csi")),
+            opts=self._opts(depends_on=[attachment, kms_policy, self.system_node_group]),
+        )
+
+    def _create_storage_class(self) -> None:
+        self.storage_class = k8s.storage.v1.StorageClass(
+            naming.child_name(self._name, "encrypted-gp3"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=ENCRYPTED_STORAGE_CLASS,
+                annotations={"storageclass.kubernetes.io/is-default-class": "true"},
+            ),
+            provisioner="ebs.csi.aws.com",
+            parameters=pulumi.Output.from_input(self._args.volume_key_arn).apply(
+                lambda arn: {"type": "gp3", "encrypted": "true", "kmsKeyId": arn}),
+            volume_binding_mode="WaitForFirstConsumer",
+            allow_volume_expansion=True,
+            reclaim_policy="Retain",
+            opts=pulumi.ResourceOptions(parent=self, provider=self.k8s_provider, depends_on=[self.ebs_csi_addon]),
         )
 
     def _create_access_entries(self) -> None:

@@ -51,6 +51,9 @@ def test_every_aws_resource_names_an_explicit_provider_of_its_site(hybrid):
         if r.typ.startswith("finml:") or r.typ.startswith("pulumi:"):
             continue
         assert r.provider is not None, f"{r} uses a default provider"
+        if r.typ.startswith("kubernetes:"):
+            assert r.provider == "aws-eu-central-1-k8s", f"{r}: not on its cluster's provider"
+            continue
         assert r.provider == f"aws-{r.region}", f"{r}: provider {r.provider} vs region {r.region}"
         if r.region != "eu-central-1":
             replica_region.append(r)

@@ -49,7 +49,8 @@ def test_all_resources_use_the_site_provider(cluster):
     for r in cluster.resources:
         if r.typ.startswith("finml:") or r.typ.startswith("pulumi:"):
             continue
-        assert r.provider == "aws-eu-central-1", f"{r} has provider {r.provider}"
+        expected = "gc-k8s" if r.typ.startswith("kubernetes:") else "aws-eu-central-1"
+        assert r.provider == expected, f"{r} has provider {r.provider}"
 
 
 def test_cluster_is_private_encrypted_and_logged(cluster):
@@ -100,8 +101,14 @@ def test_roles_are_least_privilege(cluster):
     assert _attached(cluster, "gc-cluster-role") == {"AmazonEKSClusterPolicy"}
     assert _attached(cluster, "gc-node-role") == {"AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly"}
     assert _attached(cluster, "gc-vpc-cni-role") == {"AmazonEKS_CNI_Policy"}
-    assert not cluster.of_type("aws:iam/rolePolicy:RolePolicy"), "no inline policies on cluster roles"
-    (addon,) = cluster.of_type("aws:eks/addon:Addon")
+    assert _attached(cluster, "gc-ebs-csi-role") == {"AmazonEBSCSIDriverPolicy"}
+    # The only inline policy: the EBS CSI driver may use the site's CMK, and only through EC2 in its region.
+    (inline,) = cluster.of_type("aws:iam/rolePolicy:RolePolicy")
+    assert inline.inputs["role"] == "gc-ebs-csi-role-id"
+    (statement,) = json.loads(inline.inputs["policy"])["Statement"]
+    assert statement["Resource"] == KEY
+    assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "ec2.eu-central-1.amazonaws.com"}}
+    [addon] = [a for a in cluster.of_type("aws:eks/addon:Addon") if a.inputs["addonName"] == "vpc-cni"]
     assert addon.inputs["addonName"] == "vpc-cni" and addon.inputs["serviceAccountRoleArn"].endswith("gc-vpc-cni-role")
     trust = policy_doc(cluster.named("gc-vpc-cni-role").inputs["assumeRolePolicy"])["Statement"][0]
     assert trust["Principal"] == {"Federated": f"arn:aws:iam:eu-central-1:{ACCOUNT_ID}:gc-oidc"}
@@ -109,10 +116,19 @@ def test_roles_are_least_privilege(cluster):
     assert sub == "system:serviceaccount:kube-system:aws-node"
 
 
+def test_default_storage_class_encrypts_volumes_with_the_site_key(cluster):
+    (sc,) = cluster.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+    assert sc.inputs["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+    assert sc.inputs["provisioner"] == "ebs.csi.aws.com" and sc.inputs["reclaimPolicy"] == "Retain"
+    assert sc.inputs["parameters"] == {"type": "gp3", "encrypted": "true", "kmsKeyId": KEY}
+    addons = {a.inputs["addonName"] for a in cluster.of_type("aws:eks/addon:Addon")}
+    assert addons == {"vpc-cni", "aws-ebs-csi-driver"}
+
+
 def test_cni_on_nodes_is_an_explicit_opt_out():
     mocks = build(cni_via_irsa=False)
     assert "AmazonEKS_CNI_Policy" in _attached(mocks, "gc-node-role")
-    assert not mocks.of_type("aws:eks/addon:Addon")
+    assert [a.inputs["addonName"] for a in mocks.of_type("aws:eks/addon:Addon")] == ["aws-ebs-csi-driver"]
 
 
 def test_oidc_provider_from_the_cluster_issuer(cluster):
