@@ -44,6 +44,7 @@ def site_label_value(site: str) -> str:
     return site.replace(":", "-")
 LABEL_MODEL = "finml.io/model"
 DEFAULT_EXEMPT_NAMESPACES: tuple[str, ...] = ("kube-system",)
+DEFAULT_PROVIDER_PACKAGES: tuple[str, ...] = ("aws", "kubernetes", "command")
 CONFIG_HINT = "generate it with `finml policy config --stack NAME`"
 
 AWS_PROVIDER = "pulumi:providers:aws"
@@ -55,13 +56,18 @@ DATASET = "finml:ml:Dataset"
 MODEL = "finml:ml:Model"
 
 S3_BUCKET = "aws:s3/bucket:Bucket"
+S3_BUCKET_V2 = "aws:s3/bucketV2:BucketV2"  # deprecated alias still shipped by pulumi-aws 7.x
+S3_BUCKET_TYPES = (S3_BUCKET, S3_BUCKET_V2)
 S3_SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+S3_SSE_V2 = "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2"
+S3_SSE_TYPES = (S3_SSE, S3_SSE_V2)
 S3_PAB = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 S3_REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
 S3_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 KMS_KEY = "aws:kms/key:Key"
 KMS_REPLICA_KEY = "aws:kms/replicaKey:ReplicaKey"
 KMS_ALIAS = "aws:kms/alias:Alias"
+KMS_KEY_POLICY = "aws:kms/keyPolicy:KeyPolicy"
 KEY_TYPES = (KMS_KEY, KMS_REPLICA_KEY, KMS_ALIAS)
 EBS_VOLUME = "aws:ebs/volume:Volume"
 EBS_SNAPSHOT = "aws:ebs/snapshot:Snapshot"
@@ -74,6 +80,7 @@ SG_INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SG_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 SUBNET = "aws:ec2/subnet:Subnet"
 EFS = "aws:efs/fileSystem:FileSystem"
+EFS_REPLICATION = "aws:efs/replicationConfiguration:ReplicationConfiguration"
 FSX_LUSTRE = "aws:fsx/lustreFileSystem:LustreFileSystem"
 RDS_INSTANCE = "aws:rds/instance:Instance"
 RDS_CLUSTER = "aws:rds/cluster:Cluster"
@@ -83,17 +90,31 @@ BACKUP_PLAN = "aws:backup/plan:Plan"
 BACKUP_VAULT = "aws:backup/vault:Vault"
 BACKUP_SELECTION = "aws:backup/selection:Selection"
 DYNAMODB_TABLE = "aws:dynamodb/table:Table"
+DYNAMODB_TABLE_REPLICA = "aws:dynamodb/tableReplica:TableReplica"
 
-AWS_DATA_TYPES = (S3_BUCKET, EBS_VOLUME, EBS_SNAPSHOT_COPY, EFS, FSX_LUSTRE, RDS_INSTANCE, RDS_CLUSTER,
+AWS_DATA_TYPES = (S3_BUCKET, S3_BUCKET_V2, EBS_VOLUME, EBS_SNAPSHOT_COPY, EFS, FSX_LUSTRE, RDS_INSTANCE, RDS_CLUSTER,
                   ELASTICACHE_RG, DYNAMODB_TABLE)
 
 K8S_NAMESPACE = "kubernetes:core/v1:Namespace"
 K8S_PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+K8S_PV = "kubernetes:core/v1:PersistentVolume"
 K8S_POD = "kubernetes:core/v1:Pod"
 K8S_NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 K8S_CRONJOB = "kubernetes:batch/v1:CronJob"
-K8S_WORKLOAD_TYPES = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet",
-                      "kubernetes:apps/v1:DaemonSet", "kubernetes:batch/v1:Job", K8S_CRONJOB, K8S_POD)
+K8S_POD_TEMPLATE = "kubernetes:core/v1:PodTemplate"
+
+# workload type -> path of its pod template (metadata + spec); () for a Pod, whose own spec is the pod spec.
+_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {}
+for _kind in ("apps/v1:Deployment", "apps/v1:StatefulSet", "apps/v1:DaemonSet", "apps/v1:ReplicaSet",
+              "batch/v1:Job", "core/v1:ReplicationController"):
+    _TEMPLATE_PATHS[f"kubernetes:{_kind}"] = ("spec", "template")
+_TEMPLATE_PATHS[K8S_CRONJOB] = ("spec", "jobTemplate", "spec", "template")
+_TEMPLATE_PATHS[K8S_POD_TEMPLATE] = ("template",)
+_TEMPLATE_PATHS[K8S_POD] = ()
+for _type, _path in list(_TEMPLATE_PATHS.items()):  # server-side-apply patches keep the pod spec in the same place
+    _TEMPLATE_PATHS[_type + "Patch"] = _path
+K8S_POD_TYPES = (K8S_POD, K8S_POD + "Patch")
+K8S_WORKLOAD_TYPES = tuple(_TEMPLATE_PATHS)
 K8S_DATA_TYPES = (K8S_PVC,) + K8S_WORKLOAD_TYPES
 ML_TYPES = (DATASET, MODEL)
 
@@ -276,22 +297,34 @@ def k8s_labels(props: Mapping[str, Any]) -> Any:
 
 
 def pod_template_labels(resource_type: str, props: Mapping[str, Any]) -> Any:
-    if resource_type == K8S_CRONJOB:
-        return get(props, "spec", "jobTemplate", "spec", "template", "metadata", "labels", default={})
-    if resource_type in K8S_WORKLOAD_TYPES and resource_type != K8S_POD:
-        return get(props, "spec", "template", "metadata", "labels", default={})
-    return {}
+    path = _TEMPLATE_PATHS.get(resource_type)
+    if not path:
+        return {}
+    return get(props, *path, "metadata", "labels", default={})
 
 
-def k8s_label(resource_type: str, props: Mapping[str, Any], key: str) -> Any:
-    """A label from the object's metadata, falling back to its pod template's labels."""
+def k8s_label_values(resource_type: str, props: Mapping[str, Any], key: str) -> Any:
+    """Every value of label ``key`` on the object's metadata and on its pod template (in that order);
+    ``UNKNOWN`` when either label map or a value is unknown during preview."""
+    values = []
     for labels in (k8s_labels(props), pod_template_labels(resource_type, props)):
         if labels is UNKNOWN:
             return UNKNOWN
         value = get(labels, key)
+        if value is UNKNOWN:
+            return UNKNOWN
         if value is not None:
-            return value
-    return None
+            values.append(value)
+    return values
+
+
+def k8s_label(resource_type: str, props: Mapping[str, Any], key: str) -> Any:
+    """A label from the object's metadata, falling back to its pod template's labels (presence checks only:
+    rules that act on the value use ``k8s_label_values`` so a differing template label is not ignored)."""
+    values = k8s_label_values(resource_type, props, key)
+    if values is UNKNOWN:
+        return UNKNOWN
+    return values[0] if values else None
 
 
 def classification_of(resource_type: str, props: Mapping[str, Any]) -> Derived:
@@ -302,8 +335,16 @@ def classification_of(resource_type: str, props: Mapping[str, Any]) -> Derived:
             return Derived(None, "its tags are unknown during preview")
         return parse_classification(get(tags, TAG_CLASSIFICATION), f"tag {TAG_CLASSIFICATION}")
     if resource_type.startswith("kubernetes:"):
-        return parse_classification(k8s_label(resource_type, props, LABEL_CLASSIFICATION),
-                                    f"label {LABEL_CLASSIFICATION}")
+        # The highest of the object's label and its pod template's label: the pods carry the data.
+        where = f"label {LABEL_CLASSIFICATION}"
+        values = k8s_label_values(resource_type, props, LABEL_CLASSIFICATION)
+        if values is UNKNOWN:
+            return parse_classification(UNKNOWN, where)
+        if not values:
+            return parse_classification(None, where)
+        parsed = [parse_classification(v, where) for v in values]
+        bad = next((p for p in parsed if not p.known), None)
+        return bad or Derived(max_classification(p.value for p in parsed))
     return parse_classification(get(props, "classification"), "prop classification")
 
 
@@ -431,13 +472,10 @@ def exempt_namespaces(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Any:
     """The pod spec of a workload (None when the type has none, UNKNOWN when it is unknown)."""
-    if resource_type == K8S_POD:
-        return get(props, "spec")
-    if resource_type == K8S_CRONJOB:
-        return get(props, "spec", "jobTemplate", "spec", "template", "spec")
-    if resource_type in K8S_WORKLOAD_TYPES:
-        return get(props, "spec", "template", "spec")
-    return None
+    path = _TEMPLATE_PATHS.get(resource_type)
+    if path is None:
+        return None
+    return get(props, *path, "spec")
 
 
 def containers(spec: Any) -> Any:
@@ -510,6 +548,56 @@ class StackIndex:
         return aws_site(self.props(resource), resource.provider)
 
     # Kubernetes lineage: object -> its k8s provider -> the cluster component above that provider.
+    def cluster_ancestor(self, resource: Any) -> Optional[PolicyResource]:
+        ancestor = resource.parent
+        while ancestor is not None and ancestor.resource_type not in CLUSTER_TYPES:
+            ancestor = ancestor.parent
+        return ancestor
+
+    def kubeconfig_clusters(self, provider: PolicyResource) -> list[PolicyResource]:
+        """EKS clusters the provider's ``kubeconfig`` was computed from (property dependency; plain dependencies
+        when the plan records none), plus any EKS cluster among its plain dependencies."""
+        found = self.refs(provider, "kubeconfig", (EKS_CLUSTER,))
+        for dependency in provider.dependencies or []:
+            if dependency.resource_type == EKS_CLUSTER and dependency not in found:
+                found.append(dependency)
+        return found
+
+    def provider_cluster(self, provider: PolicyResource) -> tuple[Optional[PolicyResource], Optional[str]]:
+        """The cluster component a Kubernetes provider deploys to: its ancestor cluster component, which must agree
+        with the EKS cluster(s) its kubeconfig lineage reaches (a GpuCluster: exactly its own EKS descendant; an
+        OnPremCluster: none); without an ancestor, the GpuCluster of the single EKS cluster its kubeconfig comes
+        from. Anything else is unknown (fail closed)."""
+        ancestor = self.cluster_ancestor(provider)
+        reached = self.kubeconfig_clusters(provider)
+        shown = ", ".join(f"'{c.name}'" for c in reached)
+        if ancestor is None:
+            if len(reached) == 1:
+                owner = self.cluster_ancestor(reached[0])
+                if owner is not None and owner.resource_type == GPU_CLUSTER:
+                    return owner, None
+                return None, (f"the kubeconfig of its Kubernetes provider '{provider.name}' comes from EKS cluster "
+                              f"{shown}, which is not under a {GPU_CLUSTER}")
+            if reached:
+                return None, (f"the kubeconfig of its Kubernetes provider '{provider.name}' comes from several EKS "
+                              f"clusters ({shown})")
+            return None, (f"its Kubernetes provider '{provider.name}' has no {GPU_CLUSTER} or {ONPREM_CLUSTER} "
+                          "in its lineage")
+        if ancestor.resource_type == ONPREM_CLUSTER:
+            if reached:
+                return None, (f"its Kubernetes provider '{provider.name}' sits under on-prem cluster "
+                              f"'{ancestor.name}' but its kubeconfig comes from EKS cluster {shown}")
+            return ancestor, None
+        own = [d for d in self.descendants(ancestor) if d.resource_type == EKS_CLUSTER]
+        if not reached:
+            return None, (f"its Kubernetes provider '{provider.name}' sits under GPU cluster '{ancestor.name}' but its "
+                          "kubeconfig has no lineage to an EKS cluster, so which cluster it deploys to is unknown")
+        if len(own) != 1 or any(c.urn != own[0].urn for c in reached):
+            owned = ", ".join(f"'{c.name}'" for c in own) or "none"
+            return None, (f"its Kubernetes provider '{provider.name}' sits under GPU cluster '{ancestor.name}' "
+                          f"(EKS cluster {owned}) but its kubeconfig comes from EKS cluster {shown}")
+        return ancestor, None
+
     def cluster_of(self, resource: Any) -> tuple[Optional[PolicyResource], Optional[str]]:
         provider = resource.provider
         if provider is None:
@@ -519,13 +607,7 @@ class StackIndex:
         provider_resource = self.by_urn.get(provider.urn)
         if provider_resource is None:
             return None, f"its Kubernetes provider '{provider.name}' is not in the stack"
-        ancestor = provider_resource.parent
-        while ancestor is not None and ancestor.resource_type not in CLUSTER_TYPES:
-            ancestor = ancestor.parent
-        if ancestor is None:
-            return None, (f"its Kubernetes provider '{provider.name}' has no {GPU_CLUSTER} or {ONPREM_CLUSTER} "
-                          "in its lineage")
-        return ancestor, None
+        return self.provider_cluster(provider_resource)
 
     def cluster_site(self, cluster: PolicyResource, residency: Optional[Residency]) -> Derived:
         if cluster.resource_type == ONPREM_CLUSTER:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .common import CLASSIFICATIONS, DEFAULT_EXEMPT_NAMESPACES, is_valid_site
+from .common import CLASSIFICATIONS, DEFAULT_EXEMPT_NAMESPACES, DEFAULT_PROVIDER_PACKAGES, is_valid_site
 
 ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
 
@@ -40,12 +40,15 @@ def _check_pattern(pattern: Any, where: str) -> None:
 
 def pack_config(residency: dict[str, list[str]], sites: list[str],
                 enforcement: Optional[dict[str, str]] = None,
-                exempt_namespaces: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+                exempt_namespaces: Optional[list[str]] = None,
+                allowed_provider_packages: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
     """The JSON object for ``--policy-pack-config``: policy name -> {enforcementLevel, config props}.
 
     ``residency``: classification -> allowed site patterns; ``sites``: the stack's declared sites;
     ``enforcement``: optional per-policy level overrides (advisory/mandatory/disabled);
-    ``exempt_namespaces``: Kubernetes namespaces exempt from pod-hardening rules (default kube-system).
+    ``exempt_namespaces``: Kubernetes namespaces exempt from pod-hardening rules (default kube-system);
+    ``allowed_provider_packages``: provider packages residency-provider-allowlist accepts (default aws,
+    kubernetes, command).
     Raises ValueError naming the offending key on bad input."""
     if not isinstance(residency, dict) or not residency:
         raise ValueError("residency must map classifications to lists of allowed site patterns")
@@ -71,8 +74,11 @@ def pack_config(residency: dict[str, list[str]], sites: list[str],
         if level not in ENFORCEMENT_LEVELS:
             raise ValueError(f"enforcement.{name}: {level!r} is not one of {', '.join(ENFORCEMENT_LEVELS)}")
     namespaces = list(DEFAULT_EXEMPT_NAMESPACES if exempt_namespaces is None else exempt_namespaces)
+    packages = list(DEFAULT_PROVIDER_PACKAGES if allowed_provider_packages is None else allowed_provider_packages)
+    if not all(isinstance(p, str) and p for p in packages):
+        raise ValueError("allowed_provider_packages must be a list of package names")
     values = {"residency": {k: list(v) for k, v in residency.items()}, "sites": list(sites),
-              "exemptNamespaces": namespaces}
+              "exemptNamespaces": namespaces, "allowedProviderPackages": packages}
     config: dict[str, dict[str, Any]] = {}
     for policy in policies:
         default_level = policy.enforcement_level.value if policy.enforcement_level else "mandatory"

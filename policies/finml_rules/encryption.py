@@ -7,16 +7,17 @@ is resolved through lineage by residency-kms-key-colocated and encryption-s3-sse
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any, Optional
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .common import (
-    EBS_DEFAULT_ENCRYPTION, EBS_SNAPSHOT_COPY, EBS_VOLUME, EC2_INSTANCE, EFS, EKS_CLUSTER, ELASTICACHE_RG, FSX_LUSTRE,
-    DYNAMODB_TABLE, KEY_TYPES, KMS_KEY, KMS_REPLICA_KEY, LAUNCH_TEMPLATE, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET,
-    S3_POLICY, S3_SSE, UNKNOWN, StackIndex, as_bool, as_list, aws_site, classification_of, describe, failing_closed,
-    get, plain, resource_policy, stack_policy, violation_message,
+    DYNAMODB_TABLE, EBS_DEFAULT_ENCRYPTION, EBS_SNAPSHOT_COPY, EBS_VOLUME, EC2_INSTANCE, EFS, EKS_CLUSTER,
+    ELASTICACHE_RG, FSX_LUSTRE, KEY_TYPES, KMS_KEY, KMS_KEY_POLICY, KMS_REPLICA_KEY, LAUNCH_TEMPLATE, RDS_CLUSTER,
+    RDS_INSTANCE, S3_BUCKET_TYPES, S3_POLICY, S3_SSE_TYPES, UNKNOWN, StackIndex, as_bool, as_list, aws_site,
+    classification_of, describe, failing_closed, get, plain, resource_policy, stack_policy, violation_message,
 )
 from .residency import linked_buckets
 
@@ -45,12 +46,12 @@ def _require_true(report: ReportViolation, args: Any, props: Any, value: Any, wh
 # --- S3 --------------------------------------------------------------------------------------------------------
 
 def _sse_configs_for(index: StackIndex, bucket: Any) -> list[Any]:
-    return [c for c in index.of_type(S3_SSE) if bucket in linked_buckets(index, c)]
+    return [c for c in index.of_type(*S3_SSE_TYPES) if bucket in linked_buckets(index, c)]
 
 
 def s3_sse_kms_cmk(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex(args.resources)
-    for bucket in index.of_type(S3_BUCKET):
+    for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
             site, cls = index.aws_site(bucket).value, index.classification(bucket).value
             configs = _sse_configs_for(index, bucket)
@@ -95,7 +96,7 @@ def _sse_problems(index: StackIndex, config: Any) -> list[str]:
 
 
 def s3_bucket_key(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type != S3_SSE:
+    if args.resource_type not in S3_SSE_TYPES:
         return
     props = plain(args.props)
     rules = as_list(get(props, "rules"))
@@ -145,21 +146,35 @@ def _is_wildcard_principal(principal: Any) -> bool:
     return False
 
 
-def _denies_insecure_transport(statement: dict) -> bool:
+def _covers(patterns: list, target: str) -> bool:
+    """Whether one of the statement's Resource patterns (IAM wildcards * and ?) matches ``target``."""
+    return any(isinstance(p, str) and p is not UNKNOWN and fnmatch.fnmatchcase(target, p) for p in patterns)
+
+
+def _denies_insecure_transport(statement: dict, bucket_name: Any) -> bool:
+    """A Deny of s3:* to everyone when aws:SecureTransport is false, on the bucket ARN *and* its objects."""
     if statement.get("Effect") != "Deny" or not _is_wildcard_principal(statement.get("Principal")):
         return False
     actions = _values(statement.get("Action"))
     if "s3:*" not in actions and "*" not in actions:
         return False
     condition = get(statement, "Condition", "Bool", "aws:SecureTransport")
-    return as_bool(condition if not isinstance(condition, list) else (condition[0] if len(condition) == 1 else None)) \
-        is False
+    if as_bool(condition if not isinstance(condition, list) else (condition[0] if len(condition) == 1 else None)) \
+            is not False:
+        return False
+    resources = _values(statement.get("Resource"))
+    if "*" in resources:
+        return True
+    if not isinstance(bucket_name, str) or bucket_name is UNKNOWN:
+        return False  # the bucket's ARN is unknown: only Resource "*" provably covers it
+    arn = f"arn:aws:s3:::{bucket_name}"
+    return _covers(resources, arn) and _covers(resources, f"{arn}/*")
 
 
 def s3_tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex(args.resources)
     policies = index.of_type(S3_POLICY)
-    for bucket in index.of_type(S3_BUCKET):
+    for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
             site, cls = index.aws_site(bucket).value, index.classification(bucket).value
             attached = [p for p in policies if bucket in linked_buckets(index, p)]
@@ -167,16 +182,18 @@ def s3_tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
                 report(violation_message(f"{describe(bucket)} has no bucket policy denying non-TLS access.", site, cls),
                        bucket.urn)
                 continue
+            name = get(index.props(bucket), "bucket")
             problems, enforced = [], False
             for policy in attached:
                 statements, problem = _policy_statements(get(index.props(policy), "policy"))
                 if problem:
                     problems.append(f"{describe(policy)} {problem}")
-                elif any(_denies_insecure_transport(s) for s in statements):
+                elif any(_denies_insecure_transport(s, name) for s in statements):
                     enforced = True
             if not enforced:
                 detail = ("; ".join(problems) if problems
-                          else "no statement denies s3:* when aws:SecureTransport is false")
+                          else "no statement denies s3:* when aws:SecureTransport is false on both the bucket ARN "
+                               "and <bucket ARN>/* (or Resource \"*\")")
                 report(violation_message(f"{describe(bucket)} does not enforce TLS-only access: {detail}.", site, cls),
                        bucket.urn)
 
@@ -352,19 +369,26 @@ def kms_rotation(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != KMS_KEY:
         return
     props = plain(args.props)
-    if get(props, "keyUsage") not in (None, "ENCRYPT_DECRYPT") or get(props, "customerMasterKeySpec") not in (
-            None, "SYMMETRIC_DEFAULT"):
-        args.not_applicable("AWS KMS rotates only symmetric encryption keys")
+    usage, specs = get(props, "keyUsage"), [get(props, "keySpec"), get(props, "customerMasterKeySpec")]
+    if usage is UNKNOWN or any(spec is UNKNOWN for spec in specs):
+        site, cls = _context(args, props)
+        report(violation_message(f"{describe(args)}: its keyUsage/keySpec is unknown during preview, so whether it "
+                                 "must rotate cannot be decided; failing closed.", site, cls), args.urn)
+        return
+    if usage not in (None, "ENCRYPT_DECRYPT") or any(spec not in (None, "SYMMETRIC_DEFAULT") for spec in specs):
+        args.not_applicable("AWS KMS rotates only symmetric encryption keys (not asymmetric or HMAC keys)")
     _require_true(report, args, props, get(props, "enableKeyRotation"), "`enableKeyRotation`", absent_means=False)
 
 
 def kms_no_wildcard_principal(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type not in (KMS_KEY, KMS_REPLICA_KEY):
+    if args.resource_type not in (KMS_KEY, KMS_REPLICA_KEY, KMS_KEY_POLICY):
         return
     props = plain(args.props)
     policy = get(props, "policy")
-    if policy is None:
+    if policy is None and args.resource_type != KMS_KEY_POLICY:
         return  # the default key policy grants only the account
+    if policy is None:
+        policy = "null"  # a KeyPolicy resource without a policy document: fail closed
     site, cls = _context(args, props)
     statements, problem = _policy_statements(policy)
     if problem:
@@ -390,7 +414,8 @@ POLICIES: list = [
                     "Ensure SSE-KMS bucket encryption enables the S3 Bucket Key.",
                     s3_bucket_key, Severity.MEDIUM, "Set bucketKeyEnabled: true on every SSE-KMS rule."),
     stack_policy("encryption-s3-tls-only",
-                 "Ensure every S3 bucket has a bucket policy denying requests without TLS.",
+                 "Ensure every S3 bucket has a bucket policy denying requests without TLS on the bucket and its "
+                 "objects.",
                  s3_tls_only, Severity.HIGH,
                  "Attach a bucket policy with Deny s3:* for Principal * when aws:SecureTransport is false."),
     resource_policy("encryption-ebs-encrypted",
@@ -428,7 +453,8 @@ POLICIES: list = [
                     "Ensure symmetric customer-managed KMS keys rotate automatically.",
                     kms_rotation, Severity.MEDIUM, "Set enableKeyRotation: true."),
     resource_policy("encryption-kms-no-wildcard-principal",
-                    "Ensure KMS key policies never allow a wildcard principal.",
+                    "Ensure KMS key policies (on keys, replica keys and aws:kms/keyPolicy resources) never allow a "
+                    "wildcard principal.",
                     kms_no_wildcard_principal, Severity.CRITICAL,
                     "Name explicit account/role principals in the key policy instead of \"*\"."),
 ]

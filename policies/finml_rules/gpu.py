@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from decimal import Decimal
+from typing import Any, Optional
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
@@ -13,12 +14,36 @@ from .common import (
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_TAINT_VALUE = "present"  # GPU nodes are tainted nvidia.com/gpu=present:NoSchedule
 MIG_PREFIX = "nvidia.com/mig-"
 MIG_RESOURCE_RE = re.compile(r"^nvidia\.com/mig-[1-7]g\.[1-9][0-9]*gb$")
 
 
 def is_gpu_resource(name: Any) -> bool:
     return isinstance(name, str) and (name == GPU_RESOURCE or name.startswith(MIG_PREFIX))
+
+
+_QUANTITY_RE = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:[eE]([+-]?\d+))?([a-zA-Z]*)$")
+_SUFFIXES = {"": Decimal(1), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
+             "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18, "m": Decimal(10) ** -3,
+             "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
+             "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60}
+
+
+def parse_quantity(value: Any) -> Optional[Decimal]:
+    """A Kubernetes resource quantity (1, 1.0, "1", "1000m", "2Ki", "1e3") as a Decimal; None if it is not one.
+    The engine turns every number into a float on the wire, so 1 and "1" must compare equal."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return Decimal(str(value))
+    if not isinstance(value, str):
+        return None
+    match = _QUANTITY_RE.match(value.strip())
+    if not match or match.group(3) not in _SUFFIXES or (match.group(2) and match.group(3)):
+        return None
+    number = Decimal(match.group(1)) * (Decimal(10) ** int(match.group(2) or 0))
+    return number * _SUFFIXES[match.group(3)]
 
 
 def _gpu_usage(args: ResourceValidationArgs) -> tuple[Any, Any]:
@@ -68,7 +93,8 @@ def gpu_limits(args: ResourceValidationArgs, report: ReportViolation) -> None:
             elif limit is UNKNOWN or request is UNKNOWN:
                 report(f"{describe(args)}: container {name!r} {resource} amount is unknown during preview; "
                        "failing closed.", args.urn)
-            elif request is not None and str(request) != str(limit):
+            elif request is not None and (parse_quantity(request) is None or parse_quantity(limit) is None
+                                          or parse_quantity(request) != parse_quantity(limit)):
                 report(f"{describe(args)}: container {name!r} {resource} request {request} differs from limit "
                        f"{limit} (extended resources cannot be overcommitted).", args.urn)
 
@@ -82,7 +108,9 @@ def _tolerates_gpu_taint(toleration: Any) -> bool:
         return False
     if key in (None, "") and operator == "Exists":
         return True
-    return key == GPU_TAINT_KEY and operator in ("Exists", "Equal")
+    if key != GPU_TAINT_KEY:
+        return False
+    return operator == "Exists" or (operator == "Equal" and get(toleration, "value", default="") == GPU_TAINT_VALUE)
 
 
 def gpu_taint_toleration(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -99,7 +127,8 @@ def gpu_taint_toleration(args: ResourceValidationArgs, report: ReportViolation) 
     if tolerations is UNKNOWN:
         report(f"{describe(args)}: its tolerations are unknown during preview; failing closed.", args.urn)
     elif not any(_tolerates_gpu_taint(t) for t in tolerations):
-        report(f"{describe(args)} requests GPUs but does not tolerate the {GPU_TAINT_KEY}:NoSchedule taint.", args.urn)
+        report(f"{describe(args)} requests GPUs but does not tolerate the {GPU_TAINT_KEY}={GPU_TAINT_VALUE}:NoSchedule "
+               "taint.", args.urn)
 
 
 def mig_resource_names(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -123,7 +152,7 @@ POLICIES: list = [
                     gpu_limits, Severity.MEDIUM,
                     "Set resources.limits for every GPU/MIG resource (requests = limits)."),
     resource_policy("gpu-taint-toleration",
-                    "Ensure GPU workloads tolerate the nvidia.com/gpu taint of GPU nodes.",
+                    "Ensure GPU workloads tolerate the nvidia.com/gpu=present:NoSchedule taint of GPU nodes.",
                     gpu_taint_toleration, Severity.MEDIUM,
                     "Add a toleration {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}."),
     resource_policy("gpu-mig-resource-name",

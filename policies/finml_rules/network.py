@@ -8,7 +8,7 @@ from typing import Any
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .common import (
-    EC2_INSTANCE, EKS_CLUSTER, LAUNCH_TEMPLATE, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET, S3_PAB, SECURITY_GROUP,
+    EC2_INSTANCE, EKS_CLUSTER, LAUNCH_TEMPLATE, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET_TYPES, S3_PAB, SECURITY_GROUP,
     SG_INGRESS_RULE, SG_RULE, SUBNET, UNKNOWN, StackIndex, as_bool, as_list, aws_site, describe, failing_closed, get,
     plain, resource_policy, stack_policy, violation_message,
 )
@@ -33,14 +33,24 @@ def eks_endpoint_private(args: ResourceValidationArgs, report: ReportViolation) 
                                      "public endpoint).")
 
 
+# Address space that is not the internet: RFC 1918, carrier-grade NAT (RFC 6598) and IPv6 unique-local.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                           "100.64.0.0/10", "fc00::/7"))
+MIN_PUBLIC_PREFIX = {4: 24, 6: 48}  # a public range wider than this counts as "the internet"
+
+
 def _open_to_world(cidr: Any) -> bool:
-    """True for 0.0.0.0/0, ::/0 and anything else whose prefix length is 0; UNKNOWN counts as open."""
+    """True for a public (non-private) range wider than /24 (IPv4) or /48 (IPv6) -- 0.0.0.0/0, ::/0, but also
+    0.0.0.0/1 + 128.0.0.0/1 and the like; UNKNOWN and unparsable values count as open."""
     if cidr is UNKNOWN:
         return True
     try:
-        return ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0
+        network = ipaddress.ip_network(str(cidr), strict=False)
     except ValueError:
+        return True
+    if any(network.version == p.version and network.subnet_of(p) for p in PRIVATE_NETWORKS):
         return False
+    return network.prefixlen < MIN_PUBLIC_PREFIX[network.version]
 
 
 def _world_cidrs(values: Any) -> list[str]:
@@ -78,8 +88,8 @@ def sg_no_public_ingress(args: ResourceValidationArgs, report: ReportViolation) 
     else:
         return
     for finding in findings:
-        _report(args, report, props, f"{finding}; ingress from the internet (/0, or unknown during preview) is not "
-                                     "allowed.")
+        _report(args, report, props, f"{finding}; ingress from the internet (a public range wider than "
+                                     "/24 or /48, or unknown during preview) is not allowed.")
 
 
 def subnet_no_public_ip(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -97,7 +107,7 @@ def subnet_no_public_ip(args: ResourceValidationArgs, report: ReportViolation) -
 def s3_public_access_block(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex(args.resources)
     blocks = index.of_type(S3_PAB)
-    for bucket in index.of_type(S3_BUCKET):
+    for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
             site, cls = index.aws_site(bucket).value, index.classification(bucket).value
             attached = [b for b in blocks if bucket in linked_buckets(index, b)]
@@ -153,7 +163,8 @@ POLICIES: list = [
                     eks_endpoint_private, Severity.CRITICAL,
                     "Set vpcConfig.endpointPublicAccess: false and endpointPrivateAccess: true."),
     resource_policy("network-sg-no-public-ingress",
-                    "Ensure no security group admits ingress from 0.0.0.0/0 or ::/0.",
+                    "Ensure no security group admits ingress from the internet (0.0.0.0/0, ::/0 or any public range "
+                    "wider than /24 or /48).",
                     sg_no_public_ingress, Severity.CRITICAL,
                     "Restrict ingress to the site's private CIDRs or to security-group references."),
     resource_policy("network-subnet-no-public-ip",

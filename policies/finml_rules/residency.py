@@ -6,18 +6,20 @@ the other residency rules skip a resource whose classification is missing and fa
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .common import (
-    AWS_DATA_TYPES, BACKUP_PLAN, BACKUP_SELECTION, BACKUP_VAULT, CLUSTER_TYPES, DATASET, DYNAMODB_TABLE, EBS_SNAPSHOT,
-    EBS_SNAPSHOT_COPY, EBS_VOLUME, EFS, EKS_CLUSTER, ELASTICACHE_RG, FSX_LUSTRE, K8S_DATA_TYPES, K8S_PROVIDER,
-    K8S_WORKLOAD_TYPES, KEY_TYPES, site_label_value, KMS_KEY, KMS_REPLICA_KEY, LABEL_CLASSIFICATION, LABEL_MODEL, LABEL_SITE, ML_TYPES,
-    MODEL, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET, S3_REPLICATION, S3_SSE, UNKNOWN, Derived, Residency, StackIndex,
-    as_list, aws_site, classification_of, describe, exempt_namespaces, failing_closed, get, k8s_label,
-    max_classification, namespace_name, plain, pod_spec, region_site_from_arn, require_residency, residency_schema,
-    resource_policy, stack_policy, violation_message,
+    AWS_DATA_TYPES, BACKUP_PLAN, BACKUP_SELECTION, BACKUP_VAULT, CLUSTER_TYPES, DATASET, DEFAULT_PROVIDER_PACKAGES,
+    DYNAMODB_TABLE, DYNAMODB_TABLE_REPLICA, EBS_SNAPSHOT, EBS_SNAPSHOT_COPY, EBS_VOLUME, EFS, EFS_REPLICATION, EKS_CLUSTER, ELASTICACHE_RG,
+    FSX_LUSTRE, K8S_DATA_TYPES, K8S_PROVIDER, K8S_PV, K8S_WORKLOAD_TYPES, KEY_TYPES, KMS_KEY, KMS_REPLICA_KEY,
+    LABEL_CLASSIFICATION, LABEL_MODEL, LABEL_SITE, ML_TYPES, MODEL, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET_TYPES,
+    S3_REPLICATION, S3_SSE_TYPES, UNKNOWN, Derived, Residency, StackIndex, as_list, aws_site, classification_of,
+    describe, exempt_namespaces, failing_closed, get, k8s_label, k8s_label_values, max_classification, namespace_name,
+    plain, pod_spec, region_site_from_arn, require_residency, residency_schema, resource_policy, site_label_value,
+    stack_policy, violation_message,
 )
 
 SCHEMA = residency_schema()
@@ -92,6 +94,49 @@ def aws_site_declared(args: ResourceValidationArgs, report: ReportViolation) -> 
                                  f"config `sites` ({', '.join(residency.sites) or 'none'}).", site.value), args.urn)
 
 
+# --- residency-provider-allowlist -----------------------------------------------------------------------------
+
+PROVIDER_ALLOWLIST_SCHEMA = residency_schema()
+PROVIDER_ALLOWLIST_SCHEMA.properties["allowedProviderPackages"] = {
+    "type": "array",
+    "description": "provider packages whose resources the pack can derive a site for (default aws, kubernetes, "
+                   "command)",
+    "items": {"type": "string"},
+    "default": list(DEFAULT_PROVIDER_PACKAGES),
+}
+
+
+def _package(type_token: str) -> str:
+    parts = type_token.split(":")
+    if len(parts) >= 3 and parts[0] == "pulumi" and parts[1] == "providers":
+        return parts[2]
+    return parts[0]
+
+
+def provider_allowlist(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """A custom resource of any other provider package (aws-native, gcp, azure, ...) has no site this pack can
+    derive, so none of the residency rules would see it: it is a violation."""
+    is_provider = args.resource_type.startswith("pulumi:providers:")
+    if args.provider is None and not is_provider:
+        return  # a component resource (custom resources always have a provider, default or explicit)
+    residency = require_residency(args, report, [args])
+    if residency is None:
+        return
+    allowed = plain(args.get_config() or {}).get("allowedProviderPackages", list(DEFAULT_PROVIDER_PACKAGES))
+    if not isinstance(allowed, list) or not all(isinstance(p, str) for p in allowed):
+        report(f"{describe(args)} cannot be checked: the policy config `allowedProviderPackages` must be a list of "
+               "package names; failing closed.", args.urn)
+        return
+    packages = [_package(args.resource_type)]
+    if args.provider is not None:
+        packages.append(_package(args.provider.resource_type))
+    for package in dict.fromkeys(packages):
+        if package not in allowed:
+            report(violation_message(f"{describe(args)}: cannot derive a site for package {package!r} (allowed "
+                                     f"provider packages: {', '.join(allowed) or 'none'}); failing closed."),
+                   args.urn)
+
+
 # --- residency-cluster-site ---------------------------------------------------------------------------
 
 def cluster_site(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -109,27 +154,88 @@ def cluster_site(args: StackValidationArgs, report: ReportViolation) -> None:
             if not site.known:
                 report(violation_message(f"{describe(cluster)} has no valid site: {site.reason}."), cluster.urn)
     for provider in providers:
-        ancestor = provider.parent
-        while ancestor is not None and ancestor.resource_type not in CLUSTER_TYPES:
-            ancestor = ancestor.parent
-        if ancestor is None:
-            report(f"{describe(provider)} is not created under a finml cluster component, so the site of the "
-                   "Kubernetes objects it deploys cannot be derived.", provider.urn)
+        with failing_closed(report, provider.urn, describe(provider)):
+            cluster, reason = index.provider_cluster(provider)
+            if cluster is None:
+                report(f"{describe(provider)}: the site of the Kubernetes objects it deploys cannot be derived: "
+                       f"{reason}.", provider.urn)
 
 
 # --- residency-k8s-data-site ---------------------------------------------------------------------------
 
+_REGION_IN_TEXT_RE = re.compile(
+    r"(?<![a-z0-9])([a-z]{2}(?:-gov|-iso[a-z]*)?-(?:north|south|east|west|central|northeast|northwest|southeast|"
+    r"southwest)-\d+)(?![0-9])")
+_AWS_CSI_SUFFIX = ".csi.aws.com"
+_FOREIGN_PV_SOURCES = ("gcePersistentDisk", "azureDisk", "azureFile", "cinder", "vsphereVolume", "portworxVolume")
+
+
+def _region_site(text: str) -> Optional[str]:
+    match = _REGION_IN_TEXT_RE.search(text)
+    return f"aws:{match.group(1)}" if match else None
+
+
+def pv_backing_sites(index: StackIndex, pv: Any) -> list[tuple[str, Derived]]:
+    """Sites of the storage backing a PersistentVolume, as far as it names one: an AWS region in the NFS server or
+    CSI volume handle, the AZ of an EBS volume ID, else the AWS storage resource in its lineage. AWS-backed storage
+    whose site cannot be derived is returned with an unknown site."""
+    spec = get(index.props(pv), "spec")
+    if spec is UNKNOWN:
+        return [("its spec", Derived(None, "its spec is unknown during preview"))]
+    lineage = [(describe(r), index.aws_site(r)) for r in index.refs(pv, "spec", (EBS_VOLUME, EFS, FSX_LUSTRE))]
+
+    def aws_backed(what: str, text: Any) -> list[tuple[str, Derived]]:
+        if text is UNKNOWN:
+            return lineage or [(what, Derived(None, f"{what} is unknown during preview"))]
+        site = _region_site(text) if isinstance(text, str) else None
+        if site is not None:
+            return [(what, Derived(site))]
+        return lineage or [(what, Derived(None, f"{what} ({text!r}) names no region and resolves to no AWS storage "
+                                                "in the stack"))]
+
+    found: list[tuple[str, Derived]] = []
+    server = get(spec, "nfs", "server")
+    if server is UNKNOWN or (isinstance(server, str) and (_region_site(server) or "amazonaws.com" in server)):
+        found += aws_backed("nfs.server", server)
+    driver, handle = get(spec, "csi", "driver"), get(spec, "csi", "volumeHandle")
+    if driver is UNKNOWN or handle is UNKNOWN and driver is not None:
+        found += aws_backed("csi.volumeHandle", UNKNOWN)
+    elif isinstance(handle, str) and (_region_site(handle) or
+                                      (isinstance(driver, str) and driver.endswith(_AWS_CSI_SUFFIX))):
+        found += aws_backed("csi.volumeHandle", handle)
+    if get(spec, "awsElasticBlockStore") is not None:
+        found += aws_backed("awsElasticBlockStore.volumeID", get(spec, "awsElasticBlockStore", "volumeID"))
+    for source in _FOREIGN_PV_SOURCES:
+        if get(spec, source) is not None:
+            found.append((source, Derived(None, f"{source} storage has no site this pack can derive")))
+    return found
+
+
 def k8s_data_site(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex(args.resources)
-    applicable = [r for r in index.of_type(*K8S_DATA_TYPES) if index.classification(r).known]
+    applicable = [r for r in index.of_type(*K8S_DATA_TYPES, K8S_PV) if index.classification(r).known]
     residency = require_residency(args, report, applicable)
     if residency is None:
         return
     for resource in applicable:
         with failing_closed(report, resource.urn, describe(resource)):
             cls = index.classification(resource).value
-            _check_placement(report, resource.urn, describe(resource), index.k8s_site(resource, residency), cls,
-                             residency)
+            site = index.k8s_site(resource, residency)
+            _check_placement(report, resource.urn, describe(resource), site, cls, residency)
+            if resource.resource_type != K8S_PV:
+                continue
+            for what, backing in pv_backing_sites(index, resource):
+                if not backing.known:
+                    report(violation_message(f"{describe(resource)}: the site of its backing storage cannot be "
+                                             f"derived: {backing.reason}; failing closed.", site.value, cls),
+                           resource.urn)
+                elif site.known and backing.value != site.value:
+                    report(violation_message(f"{describe(resource)}: its backing storage ({what}) is at "
+                                             f"{backing.value}, outside its cluster's site.", site.value, cls),
+                           resource.urn)
+                elif not residency.allowed(backing.value, cls):
+                    report(_not_allowed(f"{describe(resource)} backing storage ({what})", backing.value, cls,
+                                        residency), resource.urn)
 
 
 # --- residency-k8s-site-pinning -------------------------------------------------------------------------
@@ -219,7 +325,7 @@ def _bucket_name_from_arn(arn: Any) -> Optional[str]:
 
 
 def _buckets_named(index: StackIndex, name: str) -> list[Any]:
-    return [b for b in index.of_type(S3_BUCKET) if get(index.props(b), "bucket") == name]
+    return [b for b in index.of_type(*S3_BUCKET_TYPES) if get(index.props(b), "bucket") == name]
 
 
 def linked_buckets(index: StackIndex, resource: Any) -> list[Any]:
@@ -229,13 +335,13 @@ def linked_buckets(index: StackIndex, resource: Any) -> list[Any]:
     a known bucket name decides, and only then the Bucket resources among the plain dependencies."""
     name = get(index.props(resource), "bucket")
     if resource.property_dependencies:
-        found = index.refs(resource, "bucket", (S3_BUCKET,))
+        found = index.refs(resource, "bucket", S3_BUCKET_TYPES)
         if found or not isinstance(name, str) or name is UNKNOWN:
             return found
         return _buckets_named(index, name)
     if isinstance(name, str) and name is not UNKNOWN:
         return _buckets_named(index, name)
-    return index.refs(resource, "bucket", (S3_BUCKET,))
+    return index.refs(resource, "bucket", S3_BUCKET_TYPES)
 
 
 def _key_sites(index: StackIndex, resource: Any, prop: str,
@@ -251,10 +357,59 @@ def _key_sites(index: StackIndex, resource: Any, prop: str,
     return [], f"its KMS key reference ({prop}: {shown}) resolves to no KMS key in the stack and carries no region"
 
 
+def _check_s3_replication_rules(index: StackIndex, report: ReportViolation, owner: Any, sources: list,
+                                source_cls: str, rules: list, prop: str, residency: Residency) -> None:
+    """Each rule's destination bucket (and replica KMS key) must be on a site allowed for ``source_cls``.
+
+    ``prop`` is the top-level prop the rules live in (``rules`` of a BucketReplicationConfig,
+    ``replicationConfiguration`` of a bucket), whose lineage resolves unknown destinations."""
+    candidates = [b for b in index.refs(owner, prop, S3_BUCKET_TYPES) if b not in sources]
+    for position, rule in enumerate(rules):
+        destination = get(rule, "destination", "bucket")
+        name = _bucket_name_from_arn(destination)
+        if name is not None:
+            targets = _buckets_named(index, name) or [b for b in candidates if get(index.props(b), "bucket") == name]
+            if not targets:
+                report(violation_message(
+                    f"{describe(owner)} rule {position} replicates to bucket {name!r}, which is not in this "
+                    "stack; its region cannot be derived (S3 ARNs carry none); failing closed.",
+                    None, source_cls), owner.urn)
+                continue
+        elif candidates:
+            targets = candidates  # unknown ARN: every bucket the rules were computed from must qualify
+        else:
+            shown = "unknown during preview" if destination is UNKNOWN else repr(destination)
+            report(violation_message(
+                f"{describe(owner)} rule {position} destination bucket ({shown}) resolves to no bucket in "
+                "the stack; failing closed.", None, source_cls), owner.urn)
+            continue
+        replica_key = get(rule, "destination", "encryptionConfiguration", "replicaKmsKeyId")
+        if replica_key is None:
+            replica_key = get(rule, "destination", "replicaKmsKeyId")  # inline bucket replicationConfiguration
+        for target in targets:
+            site = index.aws_site(target)
+            _check_placement(report, owner.urn, f"{describe(owner)} rule {position} replica {describe(target)}",
+                             site, source_cls, residency)
+            if replica_key is None:
+                continue
+            key_sites, problem = _key_sites(index, owner, prop, replica_key)
+            if problem:
+                report(violation_message(f"{describe(owner)} rule {position}: {problem}; failing closed.",
+                                         site.value, source_cls), owner.urn)
+            for key_name, key_site in key_sites:
+                if not key_site.known or key_site.value != site.value:
+                    report(violation_message(
+                        f"{describe(owner)} rule {position}: replica {key_name} is at "
+                        f"{key_site.value or 'an underivable site (' + str(key_site.reason) + ')'}, not at the "
+                        f"replica bucket's site.", site.value, source_cls), owner.urn)
+
+
 def s3_replication_destination(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex(args.resources)
     configs = index.of_type(S3_REPLICATION)
-    residency = require_residency(args, report, configs)
+    inline = [b for b in index.of_type(*S3_BUCKET_TYPES)
+              if get(index.props(b), "replicationConfiguration") is not None]
+    residency = require_residency(args, report, configs + inline)
     if residency is None:
         return
     for config in configs:
@@ -270,44 +425,137 @@ def s3_replication_destination(args: StackValidationArgs, report: ReportViolatio
                 report(violation_message(f"{describe(config)}: its rules are unknown during preview; failing closed.",
                                          None, source_cls), config.urn)
                 continue
-            candidates = [b for b in index.refs(config, "rules", (S3_BUCKET,)) if b not in sources]
-            for position, rule in enumerate(rules):
-                destination = get(rule, "destination", "bucket")
-                name = _bucket_name_from_arn(destination)
-                if name is not None:
-                    targets = _buckets_named(index, name) or [b for b in candidates
-                                                               if get(index.props(b), "bucket") == name]
-                    if not targets:
-                        report(violation_message(
-                            f"{describe(config)} rule {position} replicates to bucket {name!r}, which is not in this "
-                            "stack; its region cannot be derived (S3 ARNs carry none); failing closed.",
-                            None, source_cls), config.urn)
-                        continue
-                elif candidates:
-                    targets = candidates  # unknown ARN: every bucket the rules were computed from must qualify
-                else:
-                    shown = "unknown during preview" if destination is UNKNOWN else repr(destination)
-                    report(violation_message(
-                        f"{describe(config)} rule {position} destination bucket ({shown}) resolves to no bucket in "
-                        "the stack; failing closed.", None, source_cls), config.urn)
-                    continue
-                for target in targets:
-                    site = index.aws_site(target)
-                    _check_placement(report, config.urn, f"{describe(config)} rule {position} replica "
-                                     f"{describe(target)}", site, source_cls, residency)
-                    replica_key = get(rule, "destination", "encryptionConfiguration", "replicaKmsKeyId")
-                    if replica_key is None:
-                        continue
-                    key_sites, problem = _key_sites(index, config, "rules", replica_key)
-                    if problem:
-                        report(violation_message(f"{describe(config)} rule {position}: {problem}; failing closed.",
-                                                 site.value, source_cls), config.urn)
-                    for key_name, key_site in key_sites:
-                        if not key_site.known or key_site.value != site.value:
-                            report(violation_message(
-                                f"{describe(config)} rule {position}: replica {key_name} is at "
-                                f"{key_site.value or 'an underivable site (' + str(key_site.reason) + ')'}, not at the "
-                                f"replica bucket's site.", site.value, source_cls), config.urn)
+            _check_s3_replication_rules(index, report, config, sources, source_cls, rules, "rules", residency)
+    for bucket in inline:  # a bucket's own (inline) replicationConfiguration copies its data just the same
+        with failing_closed(report, bucket.urn, describe(bucket)):
+            cls = index.classification(bucket)
+            rules = as_list(get(index.props(bucket), "replicationConfiguration", "rules"))
+            if not cls.known:
+                report(violation_message(f"{describe(bucket)} replicates its objects, but {cls.reason}; failing "
+                                         "closed."), bucket.urn)
+            elif rules is UNKNOWN:
+                report(violation_message(f"{describe(bucket)}: its replicationConfiguration rules are unknown during "
+                                         "preview; failing closed.", None, cls.value), bucket.urn)
+            else:
+                _check_s3_replication_rules(index, report, bucket, [bucket], cls.value, rules,
+                                            "replicationConfiguration", residency)
+
+
+# --- copies: DynamoDB global-table replicas and EFS replication -----------------------------------------------
+
+def _check_replica_key(index: StackIndex, report: ReportViolation, owner: Any, what: str, prop: str, key: Any,
+                       site: Derived, cls: str) -> None:
+    """A replica's KMS key (ARN region, else lineage) must be on the replica's own site."""
+    if key is None:
+        return
+    arn_site = region_site_from_arn(key)
+    if arn_site is not None:
+        key_sites = [(f"KMS key {key}", Derived(arn_site))]
+    else:
+        key_sites, problem = _key_sites(index, owner, prop, key)
+        if problem:
+            report(violation_message(f"{what}: {problem}; failing closed.", site.value, cls), owner.urn)
+            return
+    for key_name, key_site in key_sites:
+        if not key_site.known or key_site.value != site.value:
+            where = key_site.value or f"an underivable site ({key_site.reason})"
+            report(violation_message(f"{what}: its {key_name} is at {where}, not at the replica's site.",
+                                     site.value, cls), owner.urn)
+
+
+def _dynamodb_replicas(index: StackIndex, report: ReportViolation, table: Any, residency: Residency) -> None:
+    replicas = as_list(get(index.props(table), "replicas"))
+    if replicas == []:
+        return
+    cls = index.classification(table)
+    if not cls.known:
+        report(violation_message(f"{describe(table)} has replicas, but {cls.reason}; failing closed."), table.urn)
+        return
+    if replicas is UNKNOWN:
+        report(violation_message(f"{describe(table)}: its replicas are unknown during preview; failing closed.", None,
+                                 cls.value), table.urn)
+        return
+    for position, replica in enumerate(replicas):
+        what = f"{describe(table)} replica {position}"
+        region = get(replica, "regionName")
+        if not isinstance(region, str) or region is UNKNOWN or not region:
+            shown = "unknown during preview" if region is UNKNOWN or replica is UNKNOWN else repr(region)
+            report(violation_message(f"{what}: its regionName ({shown}) gives no site; failing closed.", None,
+                                     cls.value), table.urn)
+            continue
+        site = Derived(f"aws:{region}")
+        _check_placement(report, table.urn, what, site, cls.value, residency)
+        _check_replica_key(index, report, table, what, "replicas", get(replica, "kmsKeyArn"), site, cls.value)
+
+
+def _dynamodb_table_replica(index: StackIndex, report: ReportViolation, replica: Any, residency: Residency) -> None:
+    """A standalone TableReplica: its own site (region / provider) must be allowed for the global table's data."""
+    tables = index.refs(replica, "globalTableArn", (DYNAMODB_TABLE,))
+    classes = [index.classification(t) for t in tables] + [index.classification(replica)]
+    cls = max_classification(c.value for c in classes)
+    if not tables or cls is None or not all(c.known for c in classes[:-1]):
+        report(violation_message(f"{describe(replica)}: the classification of the replicated table cannot be derived "
+                                 "(its global table is not a classified table of this stack); failing closed."),
+               replica.urn)
+        return
+    site = index.aws_site(replica)
+    _check_placement(report, replica.urn, describe(replica), site, cls, residency)
+    if site.known:
+        _check_replica_key(index, report, replica, describe(replica), "kmsKeyArn",
+                           get(index.props(replica), "kmsKeyArn"), site, cls)
+
+
+def _efs_replication(index: StackIndex, report: ReportViolation, config: Any, residency: Residency) -> None:
+    sources = index.refs(config, "sourceFileSystemId", (EFS,))
+    classes = [index.classification(fs) for fs in sources]
+    if not sources or not all(c.known for c in classes):
+        reason = (next(c.reason for c in classes if not c.known) if sources else
+                  "its source file system is not a file system of this stack")
+        report(violation_message(f"{describe(config)}: the classification of the replicated data cannot be derived "
+                                 f"({reason}); failing closed."), config.urn)
+        return
+    cls = max_classification(c.value for c in classes)
+    destination = get(index.props(config), "destination")
+    region = get(destination, "region")
+    targets = index.refs(config, "destination", (EFS,))
+    if destination is UNKNOWN or region is UNKNOWN:
+        if not targets:
+            report(violation_message(f"{describe(config)}: its destination region is unknown during preview and "
+                                     "resolves to no file system in the stack; failing closed.", None, cls),
+                   config.urn)
+            return
+        sites = [(describe(t), index.aws_site(t)) for t in targets]
+    elif isinstance(region, str) and region:
+        sites = [(f"region {region}", Derived(f"aws:{region}"))]
+    elif targets:
+        sites = [(describe(t), index.aws_site(t)) for t in targets]
+    else:
+        report(violation_message(f"{describe(config)}: its destination names neither a region nor a file system of "
+                                 "this stack, so its site cannot be derived; failing closed.", None, cls), config.urn)
+        return
+    for name, site in sites:
+        what = f"{describe(config)} destination {name}"
+        _check_placement(report, config.urn, what, site, cls, residency)
+        if site.known:
+            _check_replica_key(index, report, config, what, "destination", get(destination, "kmsKeyId"), site, cls)
+
+
+def replica_destination(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    tables, configs = index.of_type(DYNAMODB_TABLE), index.of_type(EFS_REPLICATION)
+    table_replicas = index.of_type(DYNAMODB_TABLE_REPLICA)
+    residency = require_residency(args, report, tables + table_replicas + configs)
+    if residency is None:
+        return
+    for replica in table_replicas:
+        with failing_closed(report, replica.urn, describe(replica)):
+            _dynamodb_table_replica(index, report, replica, residency)
+    for table in tables:
+        with failing_closed(report, table.urn, describe(table)):
+            _dynamodb_replicas(index, report, table, residency)
+    for config in configs:
+        with failing_closed(report, config.urn, describe(config)):
+            _efs_replication(index, report, config, residency)
 
 
 # --- copies: AWS Backup copy actions ----------------------------------------------------------------------
@@ -417,7 +665,7 @@ def _key_consumers(index: StackIndex, key: Any) -> list[Any]:
     """Data resources whose encryption uses ``key`` (SSE configs stand for their buckets)."""
     found = []
     for resource in index.resources:
-        if resource.resource_type == S3_SSE and key in index.refs(resource, "rules", KEY_TYPES):
+        if resource.resource_type in S3_SSE_TYPES and key in index.refs(resource, "rules", KEY_TYPES):
             found.extend(linked_buckets(index, resource))
         elif resource.resource_type in _KEY_PROPS and key in index.refs(resource, _KEY_PROPS[resource.resource_type][0],
                                                                             KEY_TYPES):
@@ -462,14 +710,14 @@ def kms_replica_key(args: StackValidationArgs, report: ReportViolation) -> None:
 
 def kms_key_colocated(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex(args.resources)
-    users = [r for r in index.resources if r.resource_type in _KEY_PROPS or r.resource_type == S3_SSE]
+    users = [r for r in index.resources if r.resource_type in _KEY_PROPS or r.resource_type in S3_SSE_TYPES]
     residency = require_residency(args, report, users)
     if residency is None:
         return
     for user in users:
         with failing_closed(report, user.urn, describe(user)):
             props = index.props(user)
-            if user.resource_type == S3_SSE:
+            if user.resource_type in S3_SSE_TYPES:
                 rules = as_list(get(props, "rules"))
                 refs = ([UNKNOWN] if rules is UNKNOWN else
                         [get(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId") for r in rules])
@@ -558,8 +806,15 @@ def model_serving_site(args: StackValidationArgs, report: ReportViolation) -> No
               if isinstance(get(index.props(m), "name"), str) and get(index.props(m), "name") is not UNKNOWN}
     for workload in serving:
         with failing_closed(report, workload.urn, describe(workload)):
-            name = k8s_label(workload.resource_type, index.props(workload), LABEL_MODEL)
+            names = k8s_label_values(workload.resource_type, index.props(workload), LABEL_MODEL)
             site = index.k8s_site(workload, residency)
+            if names is not UNKNOWN and len(set(names)) > 1:
+                report(violation_message(f"{describe(workload)}: its metadata label {LABEL_MODEL}={names[0]!r} and "
+                                         f"its pod template label {LABEL_MODEL}={names[1]!r} name different models, "
+                                         "so which model its pods serve cannot be decided; failing closed.",
+                                         site.value), workload.urn)
+                continue
+            name = UNKNOWN if names is UNKNOWN else names[0]
             if name is UNKNOWN or name not in models:
                 shown = "unknown during preview" if name is UNKNOWN else repr(name)
                 report(violation_message(f"{describe(workload)} serves model {shown}, which is not a model in the "
@@ -612,6 +867,11 @@ POLICIES: list = [
                     "the stack.",
                     aws_site_declared, Severity.HIGH,
                     "Create the resource with the explicit per-site AWS provider of a declared site.", SCHEMA),
+    resource_policy("residency-provider-allowlist",
+                    "Ensure every custom resource comes from a provider package whose sites the pack can derive.",
+                    provider_allowlist, Severity.HIGH,
+                    "Use the aws, kubernetes or command providers (or extend config allowedProviderPackages once the "
+                    "pack derives sites for the package).", PROVIDER_ALLOWLIST_SCHEMA),
     stack_policy("residency-cluster-site",
                  "Ensure every GPU cluster has a derivable, declared site and every Kubernetes provider hangs under "
                  "a cluster component.",
@@ -633,6 +893,12 @@ POLICIES: list = [
                  "data.",
                  s3_replication_destination, Severity.CRITICAL,
                  "Replicate only to a bucket (and replica key) of this stack on an allowed site.", SCHEMA),
+    stack_policy("residency-replica-destination",
+                 "Ensure DynamoDB global-table replicas (inline or TableReplica) and EFS replication destinations "
+                 "(and their KMS keys) are in sites allowed for the replicated data.",
+                 replica_destination, Severity.CRITICAL,
+                 "Replicate only to regions allowed for the data's classification, with a KMS key of that region.",
+                 SCHEMA),
     stack_policy("residency-backup-copy-destination",
                  "Ensure AWS Backup copy actions only copy to vaults in sites allowed for the protected data.",
                  backup_copy_destination, Severity.CRITICAL,

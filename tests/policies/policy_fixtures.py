@@ -169,7 +169,7 @@ def compliant_stack() -> tuple[Stack, dict]:
     h["eks"] = s.add("aws:eks/cluster:Cluster", "eu-eks",
                      eks_props(encryptionConfig={"resources": ["secrets"], "provider": {"keyArn": UNKNOWN}}),
                      provider=eu, parent=gpu_cluster, deps={"encryptionConfig": [key]})
-    h["eks_k8s"] = s.k8s_provider("eu-k8s", gpu_cluster)
+    h["eks_k8s"] = s.k8s_provider("eu-k8s", gpu_cluster, h["eks"])
     h["db_params"] = s.add("aws:rds/parameterGroup:ParameterGroup", "registry-db-params", {
         "name": "registry-db-params", "family": "postgres16", "parameters": [{"name": "rds.force_ssl", "value": "1"}]},
         provider=eu)

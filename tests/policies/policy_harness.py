@@ -1,22 +1,26 @@
 """Harness for the policy pack tests: resources as data, run through the real pulumi_policy types.
 
-Props are wrapped in ``unknown_checking_proxy`` exactly as the Analyzer servicer does, and unknown values
-are the sentinel string the engine sends for preview unknowns (``pulumi.runtime.rpc.UNKNOWN``).
+Props take the Analyzer servicer's path: they round-trip through ``google.protobuf.struct_pb2.Struct`` (so
+every number arrives as a float, as on the wire), ``json_format.MessageToDict`` and
+``pulumi_policy.deserialize.deserialize_properties`` and are then wrapped in ``unknown_checking_proxy``.
+Unknown values are the sentinel string the engine sends for preview unknowns (``pulumi.runtime.rpc.UNKNOWN``,
+"04da6b54-80e4-46f7-96ec-b56ff0331ba9"), which survives the round trip unchanged.
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from google.protobuf import json_format, struct_pb2
 from pulumi.runtime.rpc import UNKNOWN as ENGINE_UNKNOWN
 from pulumi_policy import (
     PolicyProviderResource, PolicyResource, PolicyResourceOptions, PolicyCustomTimeouts, ResourceValidationArgs,
     ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy,
 )
+from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import unknown_checking_proxy
 
@@ -44,6 +48,13 @@ def config_for(name: str, config: Optional[dict] = CONFIG) -> dict:
     if config is None:
         return {}
     return {k: v for k, v in config.get(name, {}).items() if k != "enforcementLevel"}
+
+
+def wire_props(props: dict) -> Any:
+    """Props as a policy sees them: serialised to a protobuf Struct and back, then proxied for unknowns."""
+    struct = struct_pb2.Struct()
+    struct.update(props)
+    return unknown_checking_proxy(deserialize_properties(json_format.MessageToDict(struct)))
 
 
 def _opts(parent: Optional[str]) -> PolicyResourceOptions:
@@ -74,7 +85,7 @@ class Stack:
         all_deps = list(dependencies or [])
         for targets in property_dependencies.values():
             all_deps.extend(t for t in targets if t not in all_deps)
-        resource = PolicyResource(resource_type, unknown_checking_proxy(copy.deepcopy(props or {})), urn, name,
+        resource = PolicyResource(resource_type, wire_props(props or {}), urn, name,
                                   _opts(parent.urn if parent else None), provider_ref, parent, all_deps,
                                   property_dependencies)
         self.resources.append(resource)
@@ -84,8 +95,13 @@ class Stack:
         props = {} if region is None else {"region": region}
         return self.add("pulumi:providers:aws", name, props, **kw)
 
-    def k8s_provider(self, name: str, parent: Optional[PolicyResource]) -> PolicyResource:
-        return self.add("pulumi:providers:kubernetes", name, {}, parent=parent)
+    def k8s_provider(self, name: str, parent: Optional[PolicyResource],
+                     eks: Optional[PolicyResource] = None) -> PolicyResource:
+        """A Kubernetes provider; with ``eks`` its kubeconfig is an Output computed from that EKS cluster."""
+        if eks is None:
+            return self.add("pulumi:providers:kubernetes", name, {}, parent=parent)
+        return self.add("pulumi:providers:kubernetes", name, {"kubeconfig": UNKNOWN}, parent=parent,
+                        deps={"kubeconfig": [eks]})
 
     def onprem_cluster(self, name: str = "dc1", site: Any = "onprem:fra-dc1") -> tuple[PolicyResource, PolicyResource]:
         cluster = self.add("finml:compute:OnPremCluster", name, {"site": site})
@@ -95,8 +111,8 @@ class Stack:
                     provider: Optional[PolicyResource] = None) -> tuple[PolicyResource, PolicyResource]:
         aws = provider or self.aws_provider(f"{name}-aws", region)
         cluster = self.add("finml:compute:GpuCluster", name, {})
-        self.add("aws:eks/cluster:Cluster", f"{name}-eks", eks_props(), provider=aws, parent=cluster)
-        return cluster, self.k8s_provider(f"{name}-k8s", cluster)
+        eks = self.add("aws:eks/cluster:Cluster", f"{name}-eks", eks_props(), provider=aws, parent=cluster)
+        return cluster, self.k8s_provider(f"{name}-k8s", cluster, eks)
 
 
 def eks_props(**overrides: Any) -> dict:
