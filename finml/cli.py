@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from finml.plan import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT = 0, 1, 2
@@ -68,13 +69,6 @@ def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path) -> di
     return pack_config(residency, sites)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------------ commands
 
 
@@ -119,7 +113,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
         results.append(result)
         for fmt, suffix in (("json", "policy.json"), ("sarif", "policy.sarif"), ("junit", "policy.junit.xml")):
-            _write_atomic(out_dir / name / suffix, render([result], fmt))
+            write_text_atomic(out_dir / name / suffix, render([result], fmt))
         print(render_text(result), end="")
         if len(names) > 1 or args.progress:
             print(f"{prefix}: done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
@@ -162,7 +156,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     text = render([result], args.format)
     if args.output:
-        _write_atomic(Path(args.output), text)
+        write_text_atomic(Path(args.output), text)
         print(f"finml: {args.format} report written to {args.output} "
               f"({len(result.mandatory)} mandatory, {len(result.advisory)} advisory)", file=sys.stderr)
     else:
@@ -180,7 +174,7 @@ def cmd_policy_config(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     text = json.dumps(pack_config_for(stack.platform, Path(args.pack)), indent=2, sort_keys=True) + "\n"
     if args.out:
-        _write_atomic(Path(args.out), text)
+        write_text_atomic(Path(args.out), text)
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -220,7 +214,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_BAD_INPUT
     if args.out:
-        _write_atomic(Path(args.out), text)
+        write_text_atomic(Path(args.out), text)
         print(f"finml: inventory for {stack.stack} written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

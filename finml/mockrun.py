@@ -15,50 +15,14 @@ import os
 import runpy
 import sys
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import json_format
 
 from finml.config import ConfigError, StackConfig, load_stack_file
-from finml.plan import SECRET_MARKER, UNKNOWN_MARKER, Plan, PlanResource, normalise, write_plan
+from finml.plan import Plan, PlanResource, normalise, wire_to_plan_value, write_plan
 
 PROJECT = "finml"
-UNKNOWN_SENTINEL = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-RESOURCE_REF_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
-OUTPUT_VALUE_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
-ASSET_SIG = "c44067f5952c0a294b673a41bacd8c17"
-ARCHIVE_SIG = "0def7320c3a5731c473e5ecbe6d01bc7"
-
 EXIT_BAD_INPUT = 2
-EXIT_PROGRAM_ERROR = 3
-
-
-def wire_to_plan_value(value: Any) -> Any:
-    """Engine wire values -> plan JSON: secrets and unknowns become markers, resource refs their URN."""
-    if isinstance(value, str):
-        return dict(UNKNOWN_MARKER) if value == UNKNOWN_SENTINEL else value
-    if isinstance(value, list):
-        return [wire_to_plan_value(v) for v in value]
-    if isinstance(value, dict):
-        sig = value.get(SIG_KEY)
-        if sig == SECRET_SIG:
-            return dict(SECRET_MARKER)
-        if sig == RESOURCE_REF_SIG:
-            return {"resourceRef": value.get("urn")}
-        if sig == OUTPUT_VALUE_SIG:
-            if value.get("secret"):
-                return dict(SECRET_MARKER)
-            if "value" not in value:
-                return dict(UNKNOWN_MARKER)
-            return wire_to_plan_value(value["value"])
-        if sig == ASSET_SIG:
-            return {"asset": value.get("path") or value.get("uri") or "<text>"}
-        if sig == ARCHIVE_SIG:
-            return {"archive": value.get("path") or value.get("uri") or "<assets>"}
-        return {k: wire_to_plan_value(v) for k, v in sorted(value.items())}
-    return value
 
 
 def _provider_urn(ref: str) -> str | None:

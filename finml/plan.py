@@ -102,18 +102,74 @@ def normalise(value: Any) -> Any:
         return [normalise(v) for v in value]
     return value
 
+# ---------------------------------------------------------------------------------------------------------------
+# The engine's wire encoding (protobuf Struct values) <-> plan JSON, in one place for both directions:
+# the mock-runtime recorder writes plans with it, the gRPC policy driver reads them back with it.
+# ---------------------------------------------------------------------------------------------------------------
 
-def write_plan(plan: Plan, path: Path) -> None:
-    """Write atomically: a reader never sees half a plan, and a failed write leaves the old plan in place."""
+UNKNOWN_SENTINEL = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+RESOURCE_REF_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+OUTPUT_VALUE_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
+ASSET_SIG = "c44067f5952c0a294b673a41bacd8c17"
+ARCHIVE_SIG = "0def7320c3a5731c473e5ecbe6d01bc7"
+
+
+def wire_to_plan_value(value: Any) -> Any:
+    """Engine wire values -> plan JSON: secrets and unknowns become markers, resource refs their URN."""
+    if isinstance(value, str):
+        return dict(UNKNOWN_MARKER) if value == UNKNOWN_SENTINEL else value
+    if isinstance(value, list):
+        return [wire_to_plan_value(v) for v in value]
+    if isinstance(value, dict):
+        sig = value.get(SIG_KEY)
+        if sig == SECRET_SIG:
+            return dict(SECRET_MARKER)
+        if sig == RESOURCE_REF_SIG:
+            return {"resourceRef": value.get("urn")}
+        if sig == OUTPUT_VALUE_SIG:
+            if value.get("secret"):
+                return dict(SECRET_MARKER)
+            if "value" not in value:
+                return dict(UNKNOWN_MARKER)
+            return wire_to_plan_value(value["value"])
+        if sig == ASSET_SIG:
+            return {"asset": value.get("path") or value.get("uri") or "<text>"}
+        if sig == ARCHIVE_SIG:
+            return {"archive": value.get("path") or value.get("uri") or "<assets>"}
+        return {k: wire_to_plan_value(v) for k, v in sorted(value.items())}
+    return value
+
+
+def plan_value_to_wire(value: Any) -> Any:
+    """Plan JSON -> engine wire values, as the engine sends them to a policy pack."""
+    if isinstance(value, dict):
+        if value == UNKNOWN_MARKER:
+            return UNKNOWN_SENTINEL
+        if value == SECRET_MARKER:
+            return {SIG_KEY: SECRET_SIG, "value": "[secret]"}
+        return {k: plan_value_to_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plan_value_to_wire(v) for v in value]
+    return value
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write atomically: a reader never sees half a file, and a failed write leaves the old file in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".plan-", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(plan.dumps())
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_plan(plan: Plan, path: Path) -> None:
+    write_text_atomic(path, plan.dumps())
 
 
 def _schema() -> dict[str, Any]:

@@ -22,12 +22,9 @@ import grpc
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from finml.plan import SECRET_MARKER, UNKNOWN_MARKER, Plan, PlanResource
+from finml.plan import Plan, PlanResource, plan_value_to_wire
 
 DEFAULT_PACK_DIR = Path(__file__).resolve().parent.parent / "policies"
-UNKNOWN_SENTINEL = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 START_TIMEOUT_S = 120
 RPC_TIMEOUT_S = 120
 _MAX_MESSAGE = 400 * 1024 * 1024
@@ -105,18 +102,6 @@ class CheckResult:
 
 
 # ------------------------------------------------------------------------------------------------ wire conversion
-
-
-def plan_value_to_wire(value: Any) -> Any:
-    if isinstance(value, dict):
-        if value == UNKNOWN_MARKER:
-            return UNKNOWN_SENTINEL
-        if value == SECRET_MARKER:
-            return {SIG_KEY: SECRET_SIG, "value": "[secret]"}
-        return {k: plan_value_to_wire(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plan_value_to_wire(v) for v in value]
-    return value
 
 
 def _struct(props: dict[str, Any]) -> struct_pb2.Struct:
