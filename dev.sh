@@ -6,8 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(debootstrap debian-archive-keyring openssh-client util-linux)
+# SSH test hosts; real servers for the ML platform's tests (PostgreSQL, Redis, promtool); headless browser for reports.
+APT_PACKAGES=(debootstrap debian-archive-keyring openssh-client util-linux postgresql redis-server prometheus chromium)
 VENV=.venv
+SERVING_VENV=.venv-serving
+SERVING_REQUIREMENTS=workloads/model_server/requirements.txt
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 
@@ -41,6 +44,23 @@ setup_python() {
   fi
 }
 
+# MLServer's own environment (its pins clash with the Pulumi SDK's); tests and the demo start the model server from it.
+setup_serving() {
+  local stamp="$SERVING_VENV/.finml-installed"
+  local want
+  want=$(sha256sum "$SERVING_REQUIREMENTS" | cut -d' ' -f1)
+  if [ ! -x "$SERVING_VENV/bin/python" ]; then
+    log "creating $SERVING_VENV"
+    python3 -m venv "$SERVING_VENV"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing the model server's dependencies into $SERVING_VENV"
+    "$SERVING_VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --upgrade pip
+    "$SERVING_VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check -r "$SERVING_REQUIREMENTS"
+    echo "$want" >"$stamp"
+  fi
+}
+
 cmd="${1:-}"
 case "$cmd" in
   setup)
@@ -53,6 +73,7 @@ case "$cmd" in
   test)
     setup_system
     setup_python
+    setup_serving
     log "offline preview + policy check of every stack"
     "$VENV/bin/finml" preview --all
     log "test suite"
