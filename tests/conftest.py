@@ -1,4 +1,5 @@
-"""Shared test helpers: the repository root and a way to run the finml CLI as a user would."""
+"""Shared test helpers: the repository root, a way to run the finml CLI as a user would, and the session-scoped
+real servers the ML platform's tests share (local CA, private PostgreSQL; later MLflow, Redis, feature server)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,22 @@ def run_finml(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subproce
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+# ------------------------------------------------------------------------------------------------ real servers
+# Session-scoped so the suite starts each server once; each fixture stops what it started.
+
+
+@pytest.fixture(scope="session")
+def local_ca(tmp_path_factory: pytest.TempPathFactory):
+    from finml.local.tls import LocalCA
+
+    return LocalCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory, local_ca):
+    from finml.local.postgres import PrivatePostgres
+
+    with PrivatePostgres(Path(tmp_path_factory.mktemp("pg")), local_ca) as pg:
+        yield pg
