@@ -13,6 +13,11 @@ exit codes (every command but `gpu probe`, which documents its own):
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the heavier imports: a signal during start-up is handled too
+    from finml import procs as _procs
+
+    _procs.install_handlers()
+
 import argparse
 import json
 import subprocess

@@ -247,10 +247,6 @@ def semantic_problems(data: dict[str, Any]) -> list[str]:
             problems.append(f"resources/{i}/urn: duplicate urn {urn}; every resource appears once")
         seen.add(urn)
     by_urn = {r["urn"]: r for r in resources}
-    stacks = [i for i, r in enumerate(resources) if r["type"] == STACK_TYPE]
-    if len(stacks) != 1:
-        problems.append(f"resources: {len(stacks)} resources of type {STACK_TYPE}; a plan has exactly one, the stack "
-                        f"itself")
     for i, res in enumerate(resources):
         where = f"resources/{i}"
         parts = _urn_parts(res["urn"])
@@ -291,6 +287,10 @@ def semantic_problems(data: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}/{key}: {urn} is not a resource of this plan")
             elif urn == res["urn"]:
                 problems.append(f"{where}/{key}: a resource cannot depend on itself")
+    stacks = [i for i, r in enumerate(resources) if r["type"] == STACK_TYPE]
+    if len(stacks) != 1:
+        problems.append(f"resources: {len(stacks)} resources of type {STACK_TYPE}; a plan has exactly one, the stack "
+                        f"itself")
     edges: dict[str, list[str]] = {}
     for res in resources:
         succ = [u for u in (res["parent"], res["provider"], *res["dependencies"]) if u in by_urn and u != res["urn"]]

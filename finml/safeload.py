@@ -183,7 +183,7 @@ def _build(loader: _Loader, root: yaml.Node, source: str, lines: LineMap) -> Any
         try:
             if isinstance(node, yaml.SequenceNode):
                 if node.tag not in ("tag:yaml.org,2002:seq",):
-                    raise InputError(source, f"unsupported YAML tag {node.tag}", node.start_mark.line + 1)
+                    raise InputError(source, f"unsupported YAML tag {node.tag}; allowed: plain YAML mappings, lists and scalars", node.start_mark.line + 1)
                 out_list = []
                 for i, item in enumerate(node.value):
                     lines.lines.setdefault(path + (i,), item.start_mark.line + 1)
@@ -191,7 +191,7 @@ def _build(loader: _Loader, root: yaml.Node, source: str, lines: LineMap) -> Any
                 return out_list
             if isinstance(node, yaml.MappingNode):
                 if node.tag not in ("tag:yaml.org,2002:map",):
-                    raise InputError(source, f"unsupported YAML tag {node.tag}", node.start_mark.line + 1)
+                    raise InputError(source, f"unsupported YAML tag {node.tag}; allowed: plain YAML mappings, lists and scalars", node.start_mark.line + 1)
                 loader.flatten_mapping(node)  # YAML merge keys (<<), as PyYAML's SafeLoader does
                 out: dict[Any, Any] = {}
                 for key_node, value_node in node.value:
