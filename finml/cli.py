@@ -109,13 +109,14 @@ def _stack_names(args: argparse.Namespace) -> list[str]:
 
     stacks_dir = _stacks_dir(args)
     available = list_stacks(stacks_dir)
+    origin = "--stacks-dir" if getattr(args, "stacks_dir", None) else f"stackConfigDir of {_project(args).file}"
     if getattr(args, "all", False):
         if not available:
-            raise UsageError(f"{stacks_dir}: no Pulumi.<stack>.yaml files found")
+            raise UsageError(f"{stacks_dir}: no Pulumi.<stack>.yaml files found ({origin})")
         return available
     if args.stack not in available:
         raise UsageError(f"--stack: unknown stack {args.stack!r}; allowed: {', '.join(available) or 'none found'} "
-                         f"(files {stacks_dir}/Pulumi.<stack>.yaml)")
+                         f"(files {stacks_dir}/Pulumi.<stack>.yaml, the {origin})")
     return [args.stack]
 
 
@@ -311,7 +312,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from finml.config import ConfigError, list_stacks
     from finml.plan import PlanError, load_plan
-    from finml.policy_check import PolicyPackError, check_plan
+    from finml.policy_check import BadPolicyConfig, PolicyPackError, check_plan
     from finml.report import render
     from finml.safeload import InputError, load_json
 
@@ -352,6 +353,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {args.output}: is a directory; allowed: a file path")
     try:
         result = check_plan(plan, pack_dir, policy_config, stack_config=stack_config)
+    except BadPolicyConfig as exc:
+        _err(f"{args.policy_config or stack.source}: {exc}")
+        return EXIT_BAD_INPUT
     except PolicyPackError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT

@@ -42,6 +42,10 @@ class PolicyPackError(Exception):
     """The pack could not be started or answered wrongly; the message says what happened."""
 
 
+class BadPolicyConfig(PolicyPackError):
+    """The policy configuration does not fit the pack (unknown policy, bad enforcement level)."""
+
+
 @dataclass(frozen=True)
 class PolicyInfo:
     name: str
@@ -318,7 +322,7 @@ def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, An
         try:
             configure = configure_request(policy_config, policies)
         except PolicyConfigError as exc:
-            raise PolicyPackError(f"bad policy config: {exc}") from None
+            raise BadPolicyConfig(f"bad policy config: {exc}") from None
         stub.Configure(configure, timeout=RPC_TIMEOUT_S)
         stub.ConfigureStack(analyzer_pb2.AnalyzerStackConfigureRequest(
             stack=plan.stack, project=plan.project, organization="organization", dry_run=True,

@@ -222,8 +222,9 @@ def _build(loader: _Loader, root: yaml.Node, source: str, lines: LineMap) -> Any
 
 def loads_yaml(text: str, source: str, what: str, expect: type | None = dict) -> tuple[Any, LineMap]:
     lines = LineMap()
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         root = loader.get_single_node()
         if root is None:
             data = None
@@ -237,6 +238,10 @@ def loads_yaml(text: str, source: str, what: str, expect: type | None = dict) ->
         problem = exc.problem or exc.context or "syntax error"
         raise InputError(source, f"not valid YAML: {problem}; expected {what}",
                          mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
+        raise InputError(source, f"not valid YAML: character {exc.character!r} is not allowed in YAML; expected "
+                                 f"{what}", line) from None
     except yaml.YAMLError as exc:
         raise InputError(source, f"not valid YAML: {exc}; expected {what}") from None
     except RecursionError:
@@ -244,7 +249,8 @@ def loads_yaml(text: str, source: str, what: str, expect: type | None = dict) ->
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp scalar out of range
         raise InputError(source, f"not valid YAML: {exc}; expected {what}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if expect is not None and not isinstance(data, expect):
         raise InputError(source, f"is {_type_name(data)}; expected {what} ({_type_name(expect())} at the top level)")
     return data, lines
