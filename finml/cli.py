@@ -20,6 +20,7 @@ if __name__ == "__main__":  # before the heavier imports: a signal during start-
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -529,8 +530,12 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--cwd {args.cwd}: not a directory")
         return args.func(args)
     except procs.Interrupted as exc:
+        procs.stop_all()
         _err(f"interrupted ({exc}); stopped every process of this run, previous outputs left as they were")
-        return exc.exit_code
+        sys.stdout.flush()
+        # Exit now: an RPC cut short by the signal leaves a gRPC channel whose finaliser would wait for it forever.
+        # Every `finally` on the way here has run (staged outputs discarded, child groups stopped).
+        os._exit(exc.exit_code)
     except KeyboardInterrupt:  # before the handlers were installed
         _err("interrupted")
         return 130

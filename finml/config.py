@@ -523,10 +523,6 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
                                  f"{target!r} is not an AWS site; allowed: aws:<region>"))
             elif target == site_id:
                 problems.append((f"{p}.sites.{site_id}.storage.replicateTo", "cannot replicate a site to itself"))
-            elif target not in sites:
-                problems.append((f"{p}.sites.{site_id}.storage.replicateTo",
-                                 f"names unknown site {target!r}; declare it (a replica-only AWS site needs no "
-                                 f"network); declared sites: {', '.join(sorted(sites))}"))
 
     datasets = {d.name: d for d in platform.datasets}
     for i, ds in enumerate(platform.datasets):

@@ -19,7 +19,7 @@ TINY_PLAN = ROOT / "tests" / "fixtures" / "plans" / "tiny.json"
 def test_every_bad_file_has_an_expectation_and_every_expectation_a_file():
     on_disk = {str(p.relative_to(BAD)) for p in BAD.rglob("*") if p.is_file() and p.name != "EXPECTED.yaml"}
     assert on_disk == set(EXPECTED)
-    assert len(EXPECTED) >= 60
+    assert len(EXPECTED) >= 60  # kinds: stack, plan, policy-config, gpu-profile, project, pack
 
 
 def _scenario(kind: str, source: Path, tmp: Path) -> tuple[list[str], str]:
