@@ -227,6 +227,15 @@ def _run_mock_program(stack_path: Path, program: Path, plan_path: Path, project_
     return proc.returncode, stderr
 
 
+def _program_error(stderr: str, debug: bool) -> str:
+    """What the program printed; a Python traceback is cut to its last line unless --debug."""
+    text = stderr.strip()
+    if debug or "Traceback (most recent call last)" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return f"{last.strip()} (run with --debug for the program's traceback)"
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from finml.config import ConfigError
     from finml.plan import PlanError, load_plan
@@ -269,7 +278,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             code, stderr = _run_mock_program(Path(stack.source), program, plan_path, project.root,
                                              project.gpu_profiles_dir)
             if code != 0:
-                _err(f"{prefix}: the program failed (exit {code}):\n{stderr.strip()}")
+                _err(f"{prefix}: the program failed (exit {code}):\n{_program_error(stderr, args.debug)}")
                 worst = max(worst, EXIT_BAD_INPUT)
                 continue
             try:
