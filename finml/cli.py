@@ -567,5 +567,24 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
 
 
+def run() -> None:
+    """The `finml` command: main(), then exit without interpreter teardown. Teardown restores Python's default
+    signal handlers, so a SIGTERM in that window would kill finml (-15) instead of ending it with 143; and there is
+    nothing left to tear down: children are stopped, outputs committed or discarded."""
+    from finml import procs
+
+    try:
+        code = main()
+    except procs.Interrupted as exc:  # a signal after main's own handling, e.g. during its final clean-up
+        procs.stop_all()
+        code = exc.exit_code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

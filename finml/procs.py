@@ -126,4 +126,7 @@ def install_handlers() -> None:
         signal.signal(signal.SIGTERM, _handler)
         import faulthandler
 
-        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where a hung run waits
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where a hung run waits
+        except (AttributeError, ValueError, OSError):  # stderr without a file descriptor (embedded use)
+            pass

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from cli_harness import MINI_PACK, ROOT, make_project, run_inprocess
 
 TINY_PLAN = ROOT / "tests" / "fixtures" / "plans" / "tiny.json"
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
-FEW = settings(FUZZ, max_examples=15)  # kinds whose valid mutants start the policy pack (about a second each)
+FEW = settings(FUZZ, max_examples=12)  # kinds whose valid mutants start the policy pack (about a second each)
 
 # ------------------------------------------------------------------------------------------------ mutations
 
