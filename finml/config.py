@@ -36,6 +36,7 @@ DEFAULT_KUBERNETES_VERSION = "1.35.0"
 
 SITE_RE = re.compile(r"^(aws):([a-z]{2}(-gov)?-[a-z]+-\d)$|^(onprem):([a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)$")
 SITE_PATTERN_RE = re.compile(r"^(aws|onprem):[a-z0-9*?-]+$")
+DATA_DISK_RE = re.compile(r"^/dev/[A-Za-z0-9][A-Za-z0-9/_.:-]*$")
 SITE_ALLOWED = "'aws:<region>' (e.g. aws:eu-central-1) or 'onprem:<site-id>' (e.g. onprem:fra-dc1)"
 
 
@@ -54,14 +55,20 @@ def _printable(text: str) -> str:
 
 
 class ConfigError(Exception):
-    """A configuration problem, already formatted for a person: file, key path, problem, what is allowed."""
+    """A configuration problem, already formatted for a person: file[:line], key path, problem, what is allowed.
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
+    `lines` (optional, parallel to `problems`) holds the 1-based line of each problem's key in the file.
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]], lines: list[int | None] | None = None):
         self.source = source
         self.problems = problems
-        lines = [f"{source}: {_printable(key)}: {_printable(msg)}" if key else f"{source}: {_printable(msg)}"
-                 for key, msg in problems]
-        super().__init__("\n".join(lines))
+        self.lines = list(lines) if lines is not None else [None] * len(problems)
+        out = []
+        for (key, msg), line in zip(problems, self.lines):
+            where = f"{source}:{line}" if line else source
+            out.append(f"{where}: {_printable(key)}: {_printable(msg)}" if key else f"{where}: {_printable(msg)}")
+        super().__init__("\n".join(out))
 
 
 class _Model(BaseModel):
@@ -201,6 +208,23 @@ class OnPremNode(_Model):
     )
     data_disks: list[str] = Field(default_factory=list, description="Block devices to encrypt with LUKS2")
 
+    @field_validator("data_disks")
+    @classmethod
+    def _data_disks(cls, disks: list[str]) -> list[str]:
+        for disk in disks:
+            if not DATA_DISK_RE.match(disk) or "/../" in disk + "/":
+                raise ValueError(f"data disk {disk!r} is not a block device path; allowed: absolute /dev/... paths "
+                                 f"such as /dev/nvme1n1 or /dev/disk/by-id/...")
+        for i, disk in enumerate(disks):
+            for other in disks[i + 1:]:
+                if other == disk:
+                    raise ValueError(f"data disk {disk} is listed twice; each device may appear once")
+                for whole, part in ((disk, other), (other, disk)):
+                    if part.startswith(whole) and re.fullmatch(r"p?\d+", part[len(whole):]):
+                        raise ValueError(f"data disks {whole} and {part} overlap ({part} is a partition of {whole}); "
+                                         f"list whole disks or partitions, not both")
+        return disks
+
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
@@ -225,6 +249,34 @@ class PackageSource(_Model):
     suites: list[str] = Field(min_length=1, description="APT suites, e.g. ['/'] for flat NVIDIA repos")
     components: list[str] = Field(default_factory=list, description="APT components")
     key: str = Field(description="URL or node-local path of the repository's signing key")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            host = urlsplit(value).hostname
+        except ValueError:
+            host = None
+        if not host:
+            raise ValueError(f"{value!r} has no host; allowed: http(s)://<host>/<path> of an APT repository")
+        return value
+
+    @field_validator("suites", "components")
+    @classmethod
+    def _words(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.strip() or any(ch.isspace() for ch in value):
+                raise ValueError(f"{value!r} is not an APT suite/component; allowed: one word each, e.g. 'stable'")
+        return values
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not re.fullmatch(r"(https?://\S+|/\S+)", value):
+            raise ValueError(f"{value!r} is not a key location; allowed: an http(s) URL or an absolute node path")
+        return value
 
 
 class OnPremSite(_Model):
@@ -661,34 +713,119 @@ def stack_file(stack: str, stacks_dir: Path) -> Path:
     return stacks_dir / f"Pulumi.{stack}.yaml"
 
 
+STACK_FILE_KEYS = ("config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment")
+MAX_STACK_FILE_BYTES = 1024 * 1024
+
+
+def _key_index(lines: Any) -> dict[str, int]:
+    """Problem key strings (as `_format_loc` writes them) → line, for every value under `config`."""
+    index: dict[str, int] = {}
+    for path, line in lines.lines.items():
+        if len(path) < 2 or path[0] != "config":
+            continue
+        text = str(path[1])
+        for part in path[2:]:
+            text += f"[{part}]" if isinstance(part, int) else f".{part}"
+        index[text] = line
+    return index
+
+
+def _lines_for(problems: list[tuple[str, str]], index: dict[str, int], default: int | None) -> list[int | None]:
+    out: list[int | None] = []
+    for key, _ in problems:
+        best, best_len = default, -1
+        for known, line in index.items():
+            if len(known) > best_len and (key == known or (key.startswith(known) and key[len(known)] in ".[")):
+                best, best_len = line, len(known)
+        out.append(best)
+    return out
+
+
+def referenced_secret_keys(platform_raw: Any) -> set[str]:
+    """`finml:<name>` for every value of a key ending in `Secret`/`Secrets` anywhere in finml:platform: the
+    convention by which a platform field names a `secure:` stack config key."""
+    found: set[str] = set()
+    todo = [platform_raw]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and key.endswith(("Secret", "Secrets", "_secret", "_secrets")) \
+                        and isinstance(value, str):
+                    found.add(f"{CONFIG_NAMESPACE}:{value}")
+                else:
+                    todo.append(value)
+        elif isinstance(node, list):
+            todo.extend(node)
+    return found
+
+
 def load_stack_file(path: Path, profiles: dict[str, Any] | None = None) -> StackConfig:
-    """Read a Pulumi stack file as the CLI would and validate its finml config."""
+    """Read a Pulumi stack file and validate it: the one validation `finml config check` and `finml preview` share.
+
+    Bounded reading (size, depth, aliases, encoding, duplicate keys), the stack-file shape, unknown keys in the
+    `finml:` namespace, the typed platform model, cross-field checks, GPU profiles and secret references. Every
+    problem names the file, the line and the key path.
+    """
+    from finml.safeload import InputError, load_yaml
+
     source = str(path)
     stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(source, [("", f"cannot read stack file: {exc.strerror}")]) from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [("", f"not valid YAML: {exc}")]) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
-        raise ConfigError(source, [("config", "a stack file needs a top-level 'config' mapping")])
+        doc, lines = load_yaml(path, "a Pulumi stack file (a mapping with a 'config' key)", dict,
+                               MAX_STACK_FILE_BYTES)
+    except InputError as exc:
+        raise ConfigError(source, [("", exc.problem)], [exc.line]) from None
+    index = _key_index(lines)
+    problems: list[tuple[str, str]] = []
+    problem_lines: list[int | None] = []
+
+    def fail() -> ConfigError:
+        return ConfigError(source, problems, problem_lines)
+
+    for key in doc:
+        if key not in STACK_FILE_KEYS:
+            problems.append((str(key), f"unknown top-level key; allowed: {', '.join(STACK_FILE_KEYS)}"))
+            problem_lines.append(lines.line_of((key,)))
+    if not isinstance(doc.get("config"), dict):
+        problems.append(("config", "a stack file needs a top-level 'config' mapping"))
+        problem_lines.append(lines.line_of(("config",)))
+        raise fail()
     config: dict[str, Any] = doc["config"]
     secret_keys = []
     for key, value in config.items():
-        if ":" not in key:
-            raise ConfigError(source, [(key, "config keys are namespaced, e.g. finml:platform")])
-        if isinstance(value, dict) and set(value) == {"secure"}:
+        if not isinstance(key, str) or ":" not in key:
+            problems.append((str(key), "config keys are namespaced, e.g. finml:platform"))
+            problem_lines.append(lines.line_of(("config", key)))
+        elif isinstance(value, dict) and set(value) == {"secure"}:
+            if not isinstance(value["secure"], str) or not value["secure"].strip():
+                problems.append((key, "a `secure:` value must be a non-empty ciphertext string"))
+                problem_lines.append(lines.line_of(("config", key)))
             secret_keys.append(key)
     platform_key = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    known = {platform_key} | referenced_secret_keys(config.get(platform_key))
+    for key in config:
+        if isinstance(key, str) and key.startswith(f"{CONFIG_NAMESPACE}:") and key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append((key, f"unknown key in the {CONFIG_NAMESPACE}: namespace{hint}; allowed: {platform_key} "
+                                  f"and the `secure:` keys that {platform_key} names ("
+                                  f"{', '.join(sorted(known - {platform_key})) or 'none'})"))
+            problem_lines.append(lines.line_of(("config", key)))
     if platform_key not in config:
-        raise ConfigError(source, [(platform_key, "required key is missing")])
+        problems.append((platform_key, "required key is missing"))
+        problem_lines.append(lines.line_of(("config",)))
+    if problems:
+        raise fail()
     if profiles is None:
         profiles = _default_profiles()
-    platform = parse_platform(config[platform_key], source, profiles)
-    problems = []
+    try:
+        platform = parse_platform(config[platform_key], source, profiles)
+    except ConfigError as exc:
+        raise ConfigError(source, exc.problems, _lines_for(exc.problems, index, lines.line_of(("config",)))) \
+            from None
     for site_id, site in platform.sites.items():
         if not isinstance(site, OnPremSite):
             continue
@@ -708,18 +845,23 @@ def load_stack_file(path: Path, profiles: dict[str, Any] | None = None) -> Stack
         problems.append(("pulumi:disable-default-providers",
                          "must be [\"*\"] so every resource names its site's provider explicitly"))
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, problems, _lines_for(problems, index, lines.line_of(("config",))))
     return StackConfig(stack=stack, source=source, platform=platform, secret_keys=tuple(sorted(secret_keys)),
                        raw_config=config)
 
 
-def _default_profiles() -> dict[str, Any]:
+def _default_profiles(directory: Path | None = None) -> dict[str, Any]:
     from gpu_profiles import ProfileError, load_profiles
 
     try:
-        return load_profiles()
+        return load_profiles(directory)
     except ProfileError as exc:
-        raise ConfigError("gpu_profiles/", [("", str(exc))]) from None
+        raise ConfigError(str(directory or "gpu_profiles/"), [("", str(exc))]) from None
+
+
+def load_profiles_for(directory: Path | None) -> dict[str, Any]:
+    """GPU profiles from a project's directory; a bad profile file is a ConfigError naming it."""
+    return _default_profiles(directory)
 
 
 def list_stacks(stacks_dir: Path) -> list[str]:

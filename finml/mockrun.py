@@ -5,7 +5,7 @@ dry-run mode, so outputs the engine would only learn at `up` (ids, ARNs) stay un
 what the engine would see for each resource: type, name, parent, provider, dependencies, property dependencies and
 inputs. One stack per process: the Pulumi runtime keeps global state.
 
-    python -m finml.mockrun STACK_FILE PROGRAM OUT_PLAN
+    python -m finml.mockrun STACK_FILE PROGRAM OUT_PLAN [--profiles GPU_PROFILES_DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from finml.config import ConfigError, StackConfig, load_stack_file
+from finml.config import ConfigError, StackConfig, load_profiles_for, load_stack_file
 from finml.plan import Plan, PlanResource, normalise, wire_to_plan_value, write_plan
 
 PROJECT = "finml"
@@ -110,13 +110,17 @@ def run_program(stack: StackConfig, program: Path) -> Plan:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    profiles_dir = None
+    if len(args) == 5 and args[3] == "--profiles":
+        profiles_dir = Path(args[4])
+        args = args[:3]
     if len(args) != 3:
-        print("usage: python -m finml.mockrun STACK_FILE PROGRAM OUT_PLAN", file=sys.stderr)
+        print("usage: python -m finml.mockrun STACK_FILE PROGRAM OUT_PLAN [--profiles DIR]", file=sys.stderr)
         return EXIT_BAD_INPUT
     stack_file, program, out = (Path(a) for a in args)
     try:
-        stack = load_stack_file(stack_file)
+        stack = load_stack_file(stack_file, load_profiles_for(profiles_dir))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT

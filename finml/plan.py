@@ -155,13 +155,32 @@ def plan_value_to_wire(value: Any) -> Any:
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees half a file, and a failed write leaves the old file in place."""
+    """Write atomically: a reader never sees half a file, and a failed write leaves the old file in place.
+
+    An existing file keeps its mode (a new one gets 0666 minus the umask, as `open` would give it); a symlink is
+    written through: its target is replaced, the link stays. Raises OSError naming the path on failure.
+    """
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -172,42 +191,145 @@ def write_plan(plan: Plan, path: Path) -> None:
     write_text_atomic(path, plan.dumps())
 
 
+MAX_PLAN_BYTES = 128 * 1024 * 1024
+
+
 def _schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+def _urn_parts(urn: str) -> tuple[str, str, str, str] | None:
+    """(stack, project, type, name) of `urn:pulumi:<stack>::<project>::<parent types$>type::<name>`."""
+    if not urn.startswith("urn:pulumi:"):
+        return None
+    parts = urn[len("urn:pulumi:"):].split("::", 3)
+    if len(parts) != 4:
+        return None
+    stack, project, qualified, name = parts
+    return stack, project, qualified.rsplit("$", 1)[-1], name
+
+
+def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in `edges` (node → successors), iteratively; None when the graph is acyclic."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in sorted(edges):
+        if state.get(start):
+            continue
+        path: list[str] = []
+        todo: list[tuple[str, int]] = [(start, 0)]
+        while todo:
+            node, i = todo.pop()
+            if i == 0:
+                state[node] = 1
+                path.append(node)
+            succ = edges.get(node, [])
+            if i < len(succ):
+                todo.append((node, i + 1))
+                nxt = succ[i]
+                if state.get(nxt) == 1:
+                    return path[path.index(nxt):] + [nxt]
+                if not state.get(nxt):
+                    todo.append((nxt, 0))
+            else:
+                state[node] = 2
+                path.pop()
+    return None
+
+
+def semantic_problems(data: dict[str, Any]) -> list[str]:
+    """What the schema cannot say: a plan is one consistent resource graph of one stack, as the engine builds it."""
+    problems: list[str] = []
+    resources = data["resources"]
+    urns = [r["urn"] for r in resources]
+    seen: set[str] = set()
+    for i, urn in enumerate(urns):
+        if urn in seen:
+            problems.append(f"resources/{i}/urn: duplicate urn {urn}; every resource appears once")
+        seen.add(urn)
+    by_urn = {r["urn"]: r for r in resources}
+    for i, res in enumerate(resources):
+        where = f"resources/{i}"
+        parts = _urn_parts(res["urn"])
+        if parts is None:
+            problems.append(f"{where}/urn: {res['urn']} is not a Pulumi URN")
+            continue
+        stack, project, urn_type, urn_name = parts
+        if res["type"] != urn_type:
+            problems.append(f"{where}/type: {res['type']!r} does not match the type in its urn ({urn_type!r})")
+        if res["name"] != urn_name:
+            problems.append(f"{where}/name: {res['name']!r} does not match the name in its urn ({urn_name!r})")
+        if stack != data["stack"] or project != data["project"]:
+            problems.append(f"{where}/urn: belongs to stack {stack!r} of project {project!r}, not to this plan's "
+                            f"stack {data['stack']!r} of project {data['project']!r}")
+        if res["type"] == STACK_TYPE:
+            if res["parent"] is not None or res["custom"]:
+                problems.append(f"{where}: the stack resource has no parent and is not custom")
+        elif res["parent"] is None:
+            problems.append(f"{where}/parent: missing; every resource but the stack has a parent")
+        if res["type"].startswith("pulumi:providers:") and not res["custom"]:
+            problems.append(f"{where}/custom: a provider resource is custom")
+        if res["parent"] == res["urn"]:
+            problems.append(f"{where}/parent: a resource cannot be its own parent")
+        if res["provider"] == res["urn"]:
+            problems.append(f"{where}/provider: a resource cannot be its own provider")
+        if res["provider"] is not None:
+            target = by_urn.get(res["provider"])
+            if target is None:
+                problems.append(f"{where}/provider: {res['provider']} is not a resource of this plan")
+            elif not target["type"].startswith("pulumi:providers:"):
+                problems.append(f"{where}/provider: {res['provider']} is a {target['type']}, not a provider")
+        if res["parent"] is not None and res["parent"] not in by_urn:
+            problems.append(f"{where}/parent: {res['parent']} is not a resource of this plan")
+        refs = [("dependencies", u) for u in res["dependencies"]]
+        refs += [(f"propertyDependencies/{k}", u) for k, v in res.get("propertyDependencies", {}).items() for u in v]
+        for key, urn in refs:
+            if urn not in by_urn:
+                problems.append(f"{where}/{key}: {urn} is not a resource of this plan")
+            elif urn == res["urn"]:
+                problems.append(f"{where}/{key}: a resource cannot depend on itself")
+    stacks = [i for i, r in enumerate(resources) if r["type"] == STACK_TYPE]
+    if len(stacks) != 1:
+        problems.append(f"resources: {len(stacks)} resources of type {STACK_TYPE}; a plan has exactly one, the stack "
+                        f"itself")
+    edges: dict[str, list[str]] = {}
+    for res in resources:
+        succ = [u for u in (res["parent"], res["provider"], *res["dependencies"]) if u in by_urn and u != res["urn"]]
+        succ += [u for v in res.get("propertyDependencies", {}).values() for u in v if u in by_urn and u != res["urn"]]
+        edges.setdefault(res["urn"], []).extend(succ)
+    cycle = _find_cycle(edges)
+    if cycle:
+        problems.append(f"resources: a cycle through parent/provider/dependency references: {' -> '.join(cycle)}")
+    return problems
+
+
 def validate_plan_json(data: Any, source: str) -> None:
     validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-        raise PlanError(f"{source}: {where}: {err.message}{more}; expected a {PLAN_FORMAT} plan as documented in "
+        message = err.message if len(err.message) <= 300 else err.message[:300] + "…"
+        raise PlanError(f"{source}: {where}: {message}{more}; expected a {PLAN_FORMAT} plan as documented in "
                         f"the README")
-    urns = [r["urn"] for r in data["resources"]]
-    if len(set(urns)) != len(urns):
-        dup = next(u for u in urns if urns.count(u) > 1)
-        raise PlanError(f"{source}: resources: duplicate urn {dup}")
-    known = set(urns)
-    for i, res in enumerate(data["resources"]):
-        for key in ("parent", "provider"):
-            if res[key] is not None and res[key] not in known:
-                raise PlanError(f"{source}: resources/{i}/{key}: {res[key]} is not a resource of this plan")
+    problems = semantic_problems(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise PlanError(f"{source}: {problems[0]}{more}")
 
 
 def load_plan(path: Path) -> Plan:
+    from finml.safeload import InputError, load_json
+
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlanError(f"{source}: cannot read plan file: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{source}: line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})") from None
-    if isinstance(data, dict) and data.get("format") not in (None, PLAN_FORMAT):
-        raise PlanError(f"{source}: format: {data.get('format')!r} is not supported; allowed: {PLAN_FORMAT!r}")
+        data = load_json(path, f"a {PLAN_FORMAT} plan file (JSON object)", dict, MAX_PLAN_BYTES)
+    except InputError as exc:
+        raise PlanError(str(exc)) from None
+    if data.get("format") not in (None, PLAN_FORMAT):
+        shown = data.get("format")
+        shown = shown[:60] if isinstance(shown, str) else shown
+        raise PlanError(f"{source}: format: {shown!r} is not supported; allowed: {PLAN_FORMAT!r}")
     validate_plan_json(data, source)
     return Plan(project=data["project"], stack=data["stack"], config=data["config"],
                 resources=[PlanResource.from_json(r) for r in data["resources"]])

@@ -42,6 +42,10 @@ class PolicyPackError(Exception):
     """The pack could not be started or answered wrongly; the message says what happened."""
 
 
+class BadPolicyConfig(PolicyPackError):
+    """The policy configuration does not fit the pack (unknown policy, bad enforcement level)."""
+
+
 @dataclass(frozen=True)
 class PolicyInfo:
     name: str
@@ -142,7 +146,9 @@ class PolicyPackProcess:
         env = dict(os.environ)
         env.pop("PULUMI_CONFIG", None)
         env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(
+        from finml import procs
+
+        self.proc = procs.popen(  # its own process group, stopped as a whole (and on SIGINT/SIGTERM)
             [self.python, "-u", "-m", "pulumi.policy", "127.0.0.1:0", str(self.pack_dir)],
             cwd=self.pack_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
@@ -181,13 +187,10 @@ class PolicyPackProcess:
     def close(self) -> None:
         if self.channel is not None:
             self.channel.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            from finml import procs
+
+            procs.stop(self.proc)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -285,15 +288,20 @@ def site_of(plan_index: dict[str, PlanResource], res: PlanResource) -> str:
 
 
 def check_plan(plan: Plan, pack_dir: Path = DEFAULT_PACK_DIR, policy_config: dict[str, Any] | None = None,
-               pack: PolicyPackProcess | None = None) -> CheckResult:
-    """Check one plan. Pass a started `pack` to check many plans against one pack process (mutation tests)."""
+               pack: PolicyPackProcess | None = None, stack_config: dict[str, Any] | None = None) -> CheckResult:
+    """Check one plan. Pass a started `pack` to check many plans against one pack process (mutation tests).
+
+    `stack_config` is the stack configuration the engine hands the pack (ConfigureStack); the CLI passes the
+    stack file's, so nothing the pack is told comes from the plan under test. Default: the plan's own config.
+    """
     if pack is None:
         with PolicyPackProcess(pack_dir) as started:
-            return _check_with(plan, started, policy_config)
-    return _check_with(plan, pack, policy_config)
+            return _check_with(plan, started, policy_config, stack_config)
+    return _check_with(plan, pack, policy_config, stack_config)
 
 
-def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, Any] | None) -> CheckResult:
+def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, Any] | None,
+                stack_config: dict[str, Any] | None = None) -> CheckResult:
     index = plan.by_urn()
     resources = sorted(plan.resources, key=lambda r: r.urn)
     checked = [r for r in resources if r.type != "pulumi:pulumi:Stack"]
@@ -314,11 +322,12 @@ def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, An
         try:
             configure = configure_request(policy_config, policies)
         except PolicyConfigError as exc:
-            raise PolicyPackError(f"bad policy config: {exc}") from None
+            raise BadPolicyConfig(f"bad policy config: {exc}") from None
         stub.Configure(configure, timeout=RPC_TIMEOUT_S)
         stub.ConfigureStack(analyzer_pb2.AnalyzerStackConfigureRequest(
             stack=plan.stack, project=plan.project, organization="organization", dry_run=True,
-            config={k: (v if isinstance(v, str) else json.dumps(v)) for k, v in plan.config.items()}),
+            config={k: (v if isinstance(v, str) else json.dumps(v))
+                    for k, v in (plan.config if stack_config is None else stack_config).items()}),
             timeout=RPC_TIMEOUT_S)
         diagnostics = []
         for r in checked:

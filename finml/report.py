@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from xml.etree import ElementTree as ET
 
 from finml import __version__
@@ -91,28 +92,36 @@ def render_sarif(results: list[CheckResult]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
+_XML_INVALID = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: str) -> str:
+    """XML 1.0 cannot hold most control characters even escaped: show them as \\xNN so the report stays valid."""
+    return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
 def render_junit(results: list[CheckResult]) -> str:
     suites = ET.Element("testsuites", name="finml policy check")
     total_tests = total_failures = 0
     for r in results:
-        suite = ET.SubElement(suites, "testsuite", name=f"policy.{r.stack}")
+        suite = ET.SubElement(suites, "testsuite", name=_xml(f"policy.{r.stack}"))
         by_policy: dict[str, list[Violation]] = {}
         for v in r.violations:
             by_policy.setdefault(v.policy, []).append(v)
         failures = 0
         for p in sorted(r.policies, key=lambda p: p.name):
-            case = ET.SubElement(suite, "testcase", classname=f"finml.policy.{r.stack}", name=p.name)
+            case = ET.SubElement(suite, "testcase", classname=_xml(f"finml.policy.{r.stack}"), name=_xml(p.name))
             found = by_policy.get(p.name, [])
             mandatory = [v for v in found if v.enforcement == "mandatory"]
             body = "\n".join(f"{v.urn or '(stack)'}: {v.message} [site={v.site}; classification={v.classification}]"
                              f" — fix: {v.remediation}" for v in found)
             if mandatory:
                 failures += 1
-                fail = ET.SubElement(case, "failure", type=p.severity,
-                                     message=f"{len(mandatory)} mandatory violation(s) of {p.name}")
-                fail.text = body
+                fail = ET.SubElement(case, "failure", type=_xml(p.severity),
+                                     message=_xml(f"{len(mandatory)} mandatory violation(s) of {p.name}"))
+                fail.text = _xml(body)
             elif found:
-                ET.SubElement(case, "system-out").text = "advisory:\n" + body
+                ET.SubElement(case, "system-out").text = _xml("advisory:\n" + body)
         suite.set("tests", str(len(r.policies)))
         suite.set("failures", str(failures))
         suite.set("errors", "0")

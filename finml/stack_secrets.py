@@ -12,12 +12,21 @@ import base64
 import hashlib
 import os
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PBKDF2_ROUNDS = 1_000_000
 SALT_BYTES = 8
 NONCE_BYTES = 12
 VERIFICATION_PLAINTEXT = "pulumi"
+
+
+class SecretError(ValueError):
+    """A ciphertext that cannot be opened: wrong key or passphrase, or altered."""
+
+
+class WrongPassphrase(SecretError):
+    """The passphrase does not open the stack's encryptionsalt."""
 
 
 def derive_key(passphrase: str, salt: bytes) -> bytes:
@@ -31,10 +40,15 @@ def encrypt(key: bytes, plaintext: str, nonce: bytes | None = None) -> str:
 
 
 def decrypt(key: bytes, ciphertext: str) -> str:
-    version, nonce, sealed = ciphertext.split(":")
-    if version != "v1":
-        raise ValueError(f"unsupported ciphertext version {version!r}")
-    return AESGCM(key).decrypt(base64.b64decode(nonce), base64.b64decode(sealed), None).decode()
+    """The plaintext; SecretError when the key is wrong or the ciphertext was altered (AES-GCM authenticates)."""
+    parts = ciphertext.split(":")
+    if len(parts) != 3 or parts[0] != "v1":
+        raise SecretError(f"unsupported ciphertext format {parts[0]!r}; expected v1:<nonce>:<ciphertext>")
+    _, nonce, sealed = parts
+    try:
+        return AESGCM(key).decrypt(base64.b64decode(nonce), base64.b64decode(sealed), None).decode()
+    except InvalidTag:
+        raise SecretError("ciphertext does not authenticate: wrong key, or the value was altered") from None
 
 
 def new_encryption_salt(key_salt: bytes, key: bytes) -> str:
@@ -47,6 +61,10 @@ def key_from_encryption_salt(passphrase: str, encryption_salt: str) -> bytes:
     if version != "v1":
         raise ValueError(f"unsupported encryptionsalt version {version!r}")
     key = derive_key(passphrase, base64.b64decode(salt_b64))
-    if decrypt(key, ciphertext) != VERIFICATION_PLAINTEXT:
-        raise ValueError("passphrase does not match the stack's encryptionsalt")
+    try:
+        verified = decrypt(key, ciphertext) == VERIFICATION_PLAINTEXT
+    except SecretError:
+        verified = False
+    if not verified:
+        raise WrongPassphrase("passphrase does not match the stack's encryptionsalt")
     return key

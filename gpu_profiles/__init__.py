@@ -53,6 +53,8 @@ __all__ = [
 PROFILES_DIR = Path(__file__).resolve().parent
 #: Most GPUs a shorthand may ask for on one node.
 MAX_GPU_COUNT = 64
+#: Largest profile file read (profiles are a few KiB).
+MAX_PROFILE_BYTES = 256 * 1024
 SHORTHAND_HELP = "expected MODEL[:<memory>GB][:COUNT], e.g. 'H100:80GB:8', 'T4:16GB:1' or 'L4'"
 
 
@@ -151,19 +153,17 @@ def load_profile_file(path: str | os.PathLike[str]) -> GpuProfile:
     """Load and validate one profile YAML; raise :class:`ProfileError` naming the file and key on any problem."""
     path = Path(path)
     shown = _display_path(path)
+    from finml.safeload import InputError, loads_yaml, read_text  # bounded: size, depth, aliases, duplicate keys
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{shown}: cannot read GPU profile: {exc}", path=path) from None
+        text = read_text(path, "a GPU profile", MAX_PROFILE_BYTES)
+    except InputError as exc:
+        raise ProfileError(f"{shown}: cannot read GPU profile: {exc.problem}", path=path) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError(f"{shown}: invalid YAML{where}: {problem}", path=path) from None
+        data, _ = loads_yaml(text, shown, "a GPU profile", expect=None)
+    except InputError as exc:
+        where = f" at line {exc.line}" if exc.line else ""
+        raise ProfileError(f"{shown}: invalid YAML{where}: {exc.problem}", path=path) from None
     if not isinstance(data, dict):
         raise ProfileError(f"{shown}: a GPU profile must be a YAML mapping of keys, got {type(data).__name__}", path=path)
     try:

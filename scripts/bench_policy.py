@@ -3,7 +3,8 @@
 
     python scripts/bench_policy.py [--out build] [--repeat 3]
 
-Plans come from `finml preview` (run it first, or pass --preview to make them). Figures are printed, not asserted:
+Plans come from `finml preview` (run it first, or pass --preview to make them). A plan whose embedded config is not
+the stack file's (made before the stack changed) is stale and is not timed. Figures are printed, not asserted:
 speed targets are tracked here, never by timed tests.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from finml.cli import pack_config_for  # noqa: E402
+from finml.cli import _embedded_config, _first_difference, pack_config_for  # noqa: E402
 from finml.config import list_stacks, load_stack_file  # noqa: E402
 from finml.plan import load_plan  # noqa: E402
 from finml.policy_check import check_plan  # noqa: E402
@@ -32,8 +33,11 @@ def main() -> int:
     parser.add_argument("--preview", action="store_true", help="run `finml preview --all` first")
     args = parser.parse_args()
     if args.preview:
-        subprocess.run([sys.executable, "-m", "finml.cli", "preview", "--all", "--out", args.out], cwd=ROOT,
-                       check=False, stdout=subprocess.DEVNULL)
+        proc = subprocess.run([sys.executable, "-m", "finml.cli", "--cwd", str(ROOT), "preview", "--all", "--out",
+                               args.out], cwd=ROOT, stdout=subprocess.DEVNULL)
+        if proc.returncode not in (0, 1):  # 1 = violations: the plans are still fresh and worth timing
+            print(f"finml preview failed (exit {proc.returncode}); not timing old plans", file=sys.stderr)
+            return proc.returncode
     pack = ROOT / "policies"
     print(f"{'stack':<14} {'resources':>9} {'median s':>9} {'min s':>7} {'res/s':>8} {'violations':>10}")
     for name in list_stacks(ROOT / "stacks"):
@@ -42,7 +46,14 @@ def main() -> int:
             print(f"{name:<14} no plan at {plan_path}; run with --preview", file=sys.stderr)
             continue
         plan = load_plan(plan_path)
-        config = pack_config_for(load_stack_file(ROOT / "stacks" / f"Pulumi.{name}.yaml").platform, pack)
+        stack = load_stack_file(ROOT / "stacks" / f"Pulumi.{name}.yaml")
+        stack_path = ROOT / "stacks" / f"Pulumi.{name}.yaml"
+        if (_first_difference(_embedded_config(plan.config), stack.non_secret_config()) is not None
+                or plan_path.stat().st_mtime < stack_path.stat().st_mtime):
+            print(f"{name:<14} stale plan at {plan_path} (older than, or not made from, the stack file); run with --preview",
+                  file=sys.stderr)
+            continue
+        config = pack_config_for(stack.platform, pack)
         times = []
         for _ in range(args.repeat):
             started = time.perf_counter()

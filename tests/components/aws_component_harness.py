@@ -28,7 +28,10 @@ class Registered:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    """`preview=True` answers as the engine does at `pulumi preview`: no ids and no computed attributes (unknown)."""
+
+    def __init__(self, preview: bool = False) -> None:
+        self.preview = preview
         self.resources: list[Registered] = []
         self._provider_regions: dict[str, str | None] = {}
         self._provider_names: dict[str, str] = {}
@@ -36,6 +39,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         rid = f"{args.name}-id"
         state = dict(args.inputs)
+        if self.preview and not args.typ.startswith("pulumi:providers:"):
+            provider_id = args.provider.split("::")[-1] if args.provider else None
+            self.resources.append(Registered(args.typ, args.name, dict(args.inputs),
+                                             self._provider_names.get(provider_id),
+                                             args.inputs.get("region") or self._provider_regions.get(provider_id)))
+            return "", state
         if args.typ.startswith("pulumi:providers:"):
             self._provider_regions[rid] = args.inputs.get("region")
             self._provider_names[rid] = args.name
@@ -77,10 +86,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return matches[0]
 
 
-def run_program(program: Callable[[], Any]) -> tuple[RecordingMocks, Any]:
-    """Run `program` under fresh mocks, wait for every registration, and return the recorder and its result."""
-    mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="finml", stack="test", preview=False)
+def run_program(program: Callable[[], Any], preview: bool = False) -> tuple[RecordingMocks, Any]:
+    """Run `program` under fresh mocks, wait for every registration, and return the recorder and its result.
+
+    `preview=False` is `pulumi up` (ids and computed outputs known); `preview=True` is `pulumi preview`, the dry run
+    the policy gate sees, where ids and computed attributes are unknown and `apply` callbacks on them do not run."""
+    mocks = RecordingMocks(preview=preview)
+    pulumi.runtime.set_mocks(mocks, project="finml", stack="test", preview=preview)
     holder: dict[str, Any] = {}
 
     @pulumi.runtime.test

@@ -89,7 +89,7 @@ def test_secrets_never_reach_the_plan(tmp_path):
 
 
 @pytest.mark.parametrize("content, fragment", [
-    ("{not json", "line 1 column 2: not valid JSON"),
+    ("{not json", "plan.json:1: not valid JSON"),
     (json.dumps({"format": "finml-plan/9"}), "format: 'finml-plan/9' is not supported; allowed: 'finml-plan/1'"),
     (json.dumps({"format": PLAN_FORMAT, "project": "finml", "stack": "x", "config": {}}),
      "'resources' is a required property"),
@@ -166,16 +166,21 @@ def test_bad_policy_config_is_bad_input(tmp_path, config, fragment):
 
 
 def test_a_broken_pack_is_a_clear_error(tmp_path):
-    (tmp_path / "PulumiPolicy.yaml").write_text("runtime: python\n")
-    (tmp_path / "__main__.py").write_text("raise SystemExit('pack exploded')\n")
+    """A pack that dies on start is exit 2 with the pack's own words — with a valid plan and a valid config, so
+    nothing but the pack can be the reason."""
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "PulumiPolicy.yaml").write_text("runtime: python\n")
+    (pack / "__main__.py").write_text("raise SystemExit('pack exploded')\n")
     out = tmp_path / "plan.json"
     assert mockrun("dev", KMS_PROGRAM, out).returncode == 0
-    proc = finml("policy", "check", "--plan", str(out), "--pack", str(tmp_path), "--policy-config", "/dev/null")
-    assert proc.returncode == 2
     cfg = tmp_path / "c.json"
     cfg.write_text("{}")
-    proc = finml("policy", "check", "--plan", str(out), "--pack", str(tmp_path), "--policy-config", str(cfg))
-    assert proc.returncode == 2 and "did not start" in proc.stderr and "Traceback" not in proc.stderr.split("\n")[0]
+    assert finml("policy", "check", "--plan", str(out), "--pack", str(MINI_PACK),
+                 "--policy-config", str(cfg)).returncode == 0, "the plan and config are fine with a working pack"
+    proc = finml("policy", "check", "--plan", str(out), "--pack", str(pack), "--policy-config", str(cfg))
+    assert proc.returncode == 2, proc.stderr
+    assert "did not start" in proc.stderr and "pack exploded" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_fresh_account_creates_the_autoscaling_role_before_any_key(tmp_path):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -21,24 +20,19 @@ from finml.report import render
 ROOT = Path(__file__).resolve().parents[2]
 MINI_PACK = ROOT / "tests" / "fixtures" / "packs" / "mini"
 KMS_PROGRAM = ROOT / "tests" / "fixtures" / "programs" / "kms_only.py"
-# The SARIF 2.1.0 JSON schema (final, "rtm.5") ships in Microsoft's MIT-licensed @microsoft/jest-sarif package.
-SARIF_SCHEMA_PACKAGE = "@microsoft/jest-sarif@1.0.0-beta.0"
-SARIF_SCHEMA_MEMBER = "package/lib/schemas/sarif-2.1.0-rtm.5.json"
+# The SARIF 2.1.0 JSON schema (final, "rtm.5"), vendored from Microsoft's MIT-licensed @microsoft/jest-sarif
+# 1.0.0-beta.0 (see tests/fixtures/schemas/README.md): the tests need no network.
+SARIF_SCHEMA_FILE = ROOT / "tests" / "fixtures" / "schemas" / "sarif-2.1.0-rtm.5.json"
+SARIF_SCHEMA_SHA256 = "2d99159ae54a3eea97f81781cff48780548657c35949f4b7f25e99a2ba4de4f8"
 
 
 @pytest.fixture(scope="module")
-def sarif_schema(tmp_path_factory) -> dict:
-    if shutil.which("npm") is None:
-        pytest.fail("npm is needed to fetch the SARIF 2.1.0 schema package")
-    where = tmp_path_factory.mktemp("sarif-schema")
-    # --cache inside the test's temp dir: nothing is cached outside the clone's own temporary files.
-    proc = subprocess.run(["npm", "pack", SARIF_SCHEMA_PACKAGE, "--silent", "--pack-destination", str(where),
-                           "--cache", str(where / "npm-cache")],
-                          capture_output=True, text=True, timeout=180, cwd=where)
-    assert proc.returncode == 0, f"could not fetch {SARIF_SCHEMA_PACKAGE}: {proc.stderr}"
-    tarball = next(where.glob("*.tgz"))
-    with tarfile.open(tarball) as tar:
-        return json.load(tar.extractfile(SARIF_SCHEMA_MEMBER))
+def sarif_schema() -> dict:
+    data = SARIF_SCHEMA_FILE.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == SARIF_SCHEMA_SHA256, "the vendored SARIF schema was changed"
+    schema = json.loads(data)
+    assert schema["title"].startswith("Static Analysis Results Format (SARIF) Version 2.1.0-rtm.5")
+    return schema
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +103,16 @@ def test_text_report_is_for_people(results):
     text = render([results["bad"]], "text")
     assert "MANDATORY violations (1):" in text and "fix: Set enable_key_rotation=True." in text
     assert text.rstrip().endswith("policy result: FAIL — 1 mandatory, 0 advisory")
+
+
+def test_junit_stays_valid_xml_for_names_with_control_characters(results):
+    import dataclasses
+
+    bad = results["bad"]
+    odd = dataclasses.replace(bad, stack="dev\x01", violations=[
+        dataclasses.replace(v, message="rotation\x1b[31m off\x00", urn=v.urn + "\x07") for v in bad.violations])
+    tree = ET.fromstring(render([odd], "junit"))  # raises on invalid XML
+    failure = tree.find("testsuite/testcase/failure")
+    assert "\\x1b[31m off\\x00" in failure.text and tree.find("testsuite").get("name") == "policy.dev\\x01"
+    json.loads(render([odd], "json"))
+    json.loads(render([odd], "sarif"))

@@ -27,7 +27,7 @@ def test_example_secrets_decrypt_with_the_documented_passphrase(stack, prefix, c
 
 def test_wrong_passphrase_is_rejected():
     doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.onprem-dc1.yaml").read_text())
-    with pytest.raises(Exception):
+    with pytest.raises(stack_secrets.WrongPassphrase, match="passphrase does not match"):
         stack_secrets.key_from_encryption_salt("not-the-passphrase", doc["encryptionsalt"])
 
 
@@ -37,5 +37,7 @@ def test_round_trip_and_tamper_detection():
     assert sealed.startswith("v1:") and "hello" not in sealed
     assert stack_secrets.decrypt(key, sealed) == "hello"
     version, nonce, body = sealed.split(":")
-    with pytest.raises(Exception):
+    with pytest.raises(stack_secrets.SecretError, match="does not authenticate"):
         stack_secrets.decrypt(key, f"{version}:{nonce}:{body[:-4]}AAA=")
+    with pytest.raises(stack_secrets.SecretError, match="does not authenticate"):
+        stack_secrets.decrypt(stack_secrets.derive_key("other", b"12345678"), sealed)

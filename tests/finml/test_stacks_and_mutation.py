@@ -16,6 +16,7 @@ from finml.plan import load_plan
 from finml.policy_check import PolicyPackProcess, check_plan
 
 from mutants import all_mutants  # tests/finml/mutants.py
+from tests.policy_catalogue import EXPECTED_POLICIES
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK = ROOT / "policies"
@@ -80,7 +81,7 @@ def test_real_pack_over_grpc_reports_levels_and_messages(stack_plans):
     bucket.props["region"] = "us-east-1"
     config["residency-aws-data-site"]["enforcementLevel"] = "advisory"
     result = check_plan(plan, PACK, config)
-    assert len(result.policies) >= 25 and result.pack == "finml-guardrails"
+    assert {p.name for p in result.policies} == EXPECTED_POLICIES and result.pack == "finml-guardrails"
     assert all(p.enforcement == "mandatory" for p in result.policies)
     found = {(v.policy, v.enforcement) for v in result.violations if v.urn == bucket.urn}
     assert ("residency-aws-data-site", "advisory") in found, found

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import kubernetes_validate
-import pulumi
 import pytest
-from workloads_harness import K8S_VERSION, RecordingMonitor, pod_security_problems
+from workloads_harness import K8S_VERSION, pod_security_problems
 
 INSECURE_POD = {
     "metadata": {"labels": {}},
@@ -38,16 +37,36 @@ def test_strict_schema_validation_rejects_an_unknown_field():
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
 
 
-def test_a_failing_check_inside_the_runtime_fails_the_test():
-    monitor = RecordingMonitor()
-    pulumi.runtime.set_mocks(monitor.mocks, project="finml", stack="test", preview=False, monitor=monitor)
+def test_a_failing_check_inside_the_runtime_fails_a_pytest_run(tmp_path):
+    """Not `pytest.raises` around our own raise: a separate pytest run of an Output check written like this suite's
+    must come out red, naming the failed check."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    @pulumi.runtime.test
-    def failing():
-        def check(value):
-            assert value == "expected", "canary"
+    here = Path(__file__).resolve().parent
+    (tmp_path / "test_output_check.py").write_text(
+        "import pulumi\n"
+        "from workloads_harness import RecordingMonitor\n"
+        "monitor = RecordingMonitor()\n"
+        "pulumi.runtime.set_mocks(monitor.mocks, project='finml', stack='test', preview=True, monitor=monitor)\n"
+        "@pulumi.runtime.test\n"
+        "def test_value():\n"
+        "    def check(value): assert value == 'expected', 'canary: got ' + value\n"
+        "    return pulumi.Output.from_input('actual').apply(check)\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+                           str(tmp_path), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": f"{here}:{here.parents[1]}"})
+    assert proc.returncode == 1 and "canary: got actual" in proc.stdout, proc.stdout
 
-        return pulumi.Output.from_input("actual").apply(check)
 
-    with pytest.raises(AssertionError, match="canary"):
-        failing()
+def test_preview_registers_what_update_registers(hybrid):
+    """The dry run the policy gate sees (ids and computed outputs unknown) registers the same objects as an update."""
+    from workloads_harness import STACK_FILES, deploy_stack, load_stack, run_program
+
+    path = next(p for p in STACK_FILES if p.name == "Pulumi.hybrid-prod.yaml")
+    preview, _ = run_program(deploy_stack(load_stack(path)), preview=True)
+    assert sorted(r.urn for r in preview.registered) == sorted(r.urn for r in hybrid.registered)
+    namespaces = {r.name: r.inputs for r in preview.k8s("Namespace")}
+    assert namespaces == {r.name: r.inputs for r in hybrid.k8s("Namespace")}

@@ -57,16 +57,21 @@ class Registered:
 
 
 class _Mocks(pulumi.runtime.Mocks):
+    """Update mode: ids known. Preview mode (the engine's dry run): no ids, computed attributes unknown."""
+
+    def __init__(self, preview: bool = False) -> None:
+        self.preview = preview
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        return f"{args.name}-id", dict(args.inputs)
+        return ("" if self.preview else f"{args.name}-id"), dict(args.inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}
 
 
 class RecordingMonitor(MockMonitor):
-    def __init__(self) -> None:
-        super().__init__(_Mocks())
+    def __init__(self, preview: bool = False) -> None:
+        super().__init__(_Mocks(preview))
         self.registered: list[Registered] = []
         self._lock = threading.Lock()
 
@@ -99,10 +104,13 @@ class RecordingMonitor(MockMonitor):
         return record.provider.rsplit("::", 1)[1] if record.provider else None
 
 
-def run_program(program: Callable[[], Any]) -> tuple[RecordingMonitor, Any]:
-    """Run `program` under a fresh recording monitor; every registration is finished when this returns."""
-    monitor = RecordingMonitor()
-    pulumi.runtime.set_mocks(monitor.mocks, project="finml", stack="test", preview=False, monitor=monitor)
+def run_program(program: Callable[[], Any], preview: bool = False) -> tuple[RecordingMonitor, Any]:
+    """Run `program` under a fresh recording monitor; every registration is finished when this returns.
+
+    `preview=True` runs it as `pulumi preview` does (the path the policy gate sees): ids and computed outputs are
+    unknown. The default is the update path."""
+    monitor = RecordingMonitor(preview)
+    pulumi.runtime.set_mocks(monitor.mocks, project="finml", stack="test", preview=preview, monitor=monitor)
     holder: dict[str, Any] = {}
 
     @pulumi.runtime.test
