@@ -136,7 +136,8 @@ class FeatureView(pulumi.ComponentResource):
 
     def __init__(self, name: str, props: dict, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(FEATURE_VIEW_TYPE, name, props, opts)
-        self.register_outputs({})
+        # Stack policies see a component's registered outputs: register the props so the pack sees the view.
+        self.register_outputs(props)
 
 
 class FeatureStore(pulumi.ComponentResource):
@@ -181,7 +182,8 @@ class FeatureStore(pulumi.ComponentResource):
         self.online_endpoint = (pulumi.Output.from_input(args.online_store.host)
                                 if args.online_store is not None
                                 else pulumi.Output.concat(ONLINE, ".", self._dns, ":", str(STORE_PORT)))
-        self.register_outputs({"endpoint": self.endpoint, "ca_certificate": self.ca_certificate})
+        self.register_outputs({"site": args.site, "classification": args.classification, "endpoint": self.endpoint,
+                               "caCertificate": self.ca_certificate})
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 
