@@ -131,6 +131,11 @@ class FeatureStoreArgs:
     labels_extra: Mapping[str, str] = field(default_factory=dict)
 
 
+def _concat(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
+    """Output.concat that tolerates a missing part (mocks return no outputs for provider-computed values)."""
+    return pulumi.Output.all(*parts).apply(lambda values: "".join("" if v is None else str(v) for v in values))
+
+
 class FeatureView(pulumi.ComponentResource):
     """One feature view as the plan sees it: name, classification, features and its data source's location."""
 
@@ -248,21 +253,21 @@ class FeatureStore(pulumi.ComponentResource):
             pw = random.RandomPassword(self._child("online-password"), length=40, special=False,
                                        opts=self._child_opts())
             self._online_password = pw.result
-            data["users.acl"] = pulumi.Output.concat(
+            data["users.acl"] = _concat(
                 "user default off nopass nocommands\n",
                 f"user {ONLINE_USER} on >", pw.result, " ~* &* +@all -@dangerous +info +ping\n")
-            data["redis-connection"] = pulumi.Output.concat(
+            data["redis-connection"] = _concat(
                 f"{ONLINE}.{self._dns}:{STORE_PORT},ssl=true,ssl_ca_certs=/tls/ca.crt,ssl_cert_reqs=required,"
                 f"username={ONLINE_USER},password=", pw.result)
         else:
-            data["redis-connection"] = pulumi.Output.concat(
+            data["redis-connection"] = _concat(
                 a.online_store.host, f":{a.online_store.port},ssl=true,ssl_cert_reqs=required,password=",
                 a.online_store.auth_token)
         if a.registry_url is None:
             pw = random.RandomPassword(self._child("registry-password"), length=40, special=False,
                                        opts=self._child_opts())
             data["postgres-password"] = pw.result
-            data["registry-url"] = pulumi.Output.concat(
+            data["registry-url"] = _concat(
                 f"postgresql+psycopg://{REGISTRY_USER}:", pw.result,
                 f"@{REGISTRY}.{self._dns}:{REGISTRY_PORT}/{REGISTRY_DATABASE}?sslmode=verify-full&sslrootcert=/tls/ca.crt")
         else:
