@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 import threading
-from contextlib import ExitStack
+from contextlib import ExitStack, redirect_stdout
 from pathlib import Path
 
 DEFAULT_DIR = Path("build/local/features")
@@ -79,7 +79,8 @@ def _start(stack: ExitStack, args: argparse.Namespace, *, allowed: str = "restri
     redis = stack.enter_context(PrivateRedis(base / "redis", ca))
     fs = stack.enter_context(LocalFeatureStore(base / "feast", ca, pg, redis, site=args.site, allowed=allowed))
     print(f"[features] seeding {args.rows} synthetic transactions, apply, materialize", file=sys.stderr)
-    tx = fs.seed(args.rows, seed=args.seed, readers=LOCAL_READERS)
+    with redirect_stdout(sys.stderr):  # Feast prints progress; stdout carries only our JSON
+        tx = fs.seed(args.rows, seed=args.seed, readers=LOCAL_READERS)
     return fs, tx
 
 
@@ -110,7 +111,8 @@ def cmd_training_set(args: argparse.Namespace) -> int:
     try:
         with ExitStack() as stack:
             fs, tx = _start(stack, args, allowed=args.allowed)
-            ts = build_training_set(fs.store, Path(args.out), transactions=tx, site=args.site)
+            with redirect_stdout(sys.stderr):
+                ts = build_training_set(fs.store, Path(args.out), transactions=tx, site=args.site)
     except (OSError, RuntimeError) as exc:
         print(f"finml: features training-set: {exc}", file=sys.stderr)
         return EXIT_ENV
