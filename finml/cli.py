@@ -28,6 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from finml import cli_features
 from finml.plan import write_text_atomic
 
 # Where finml itself is installed. Nothing project-related is resolved from here (see finml.project).
@@ -495,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file to write (default: stdout)")
     p.add_argument("--pack", help="policy pack directory (default: the project's policies/)")
     p.set_defaults(func=cmd_policy_config)
+
+    cli_features.register(sub)
 
     cfg = sub.add_parser("config", help="stack configuration").add_subparsers(dest="config_command", required=True)
     p = cfg.add_parser("check", help="validate stack configuration files (exactly the checks preview runs first)")
