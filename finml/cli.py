@@ -54,8 +54,9 @@ def _load_stack(args: argparse.Namespace, name: str):
     return load_stack_file(stack_file(name, _stacks_dir(args)))
 
 
-def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path) -> dict[str, Any]:
-    """The pack's `--policy-pack-config` document, derived from a stack's residency rules and sites."""
+def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path, today: str | None = None) -> dict[str, Any]:
+    """The pack's `--policy-pack-config` document, derived from a stack's residency rules, sites and waivers
+    (`today`: the day waiver expiry is judged on, YYYY-MM-DD; default: the pack's today)."""
     if str(pack_dir) not in sys.path:
         sys.path.insert(0, str(pack_dir))
     from finml_rules.config import pack_config  # the pack's own builder: one definition of its config format
@@ -63,10 +64,12 @@ def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path) -> di
     if hasattr(platform_config, "residency"):
         residency = {k: list(v) for k, v in platform_config.residency.items()}
         sites = sorted(platform_config.sites)
+        waivers = [w.to_pack() for w in getattr(platform_config, "waivers", [])]
     else:
         residency = platform_config.get("residency", {})
         sites = sorted(platform_config.get("sites", {}))
-    return pack_config(residency, sites)
+        waivers = list(platform_config.get("waivers") or [])
+    return pack_config(residency, sites, waivers=waivers, waiver_date=today)
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -112,7 +115,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
             _err(f"{prefix}: {exc}")
             return EXIT_BAD_INPUT
         results.append(result)
-        for fmt, suffix in (("json", "policy.json"), ("sarif", "policy.sarif"), ("junit", "policy.junit.xml")):
+        for fmt, suffix in (("json", "policy.json"), ("sarif", "policy.sarif"), ("junit", "policy.junit.xml"),
+                            ("html", "policy.html")):
             write_text_atomic(out_dir / name / suffix, render([result], fmt))
         print(render_text(result), end="")
         if len(names) > 1 or args.progress:
@@ -192,6 +196,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             stack = _load_stack(args, name)
         except ConfigError as exc:
             _err(str(exc))
+            worst = EXIT_BAD_INPUT
+            continue
+        waiver_problems = __import__("finml.cli_policies", fromlist=["x"]).waiver_problems(stack)
+        if waiver_problems:
+            for problem in waiver_problems:
+                _err(f"{stack.source}: finml:platform.{problem}")
             worst = EXIT_BAD_INPUT
             continue
         loaded.append(stack)

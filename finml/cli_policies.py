@@ -43,6 +43,21 @@ def catalogue(pack_dir: Path = ROOT / "policies", framework: str | None = None) 
     return out
 
 
+def waiver_problems(stack: Any, today: str | None = None, pack_dir: Path = ROOT / "policies") -> list[str]:
+    """What `finml config check` reports about a stack's waivers: unknown rules, expired or over-long ones (the pack
+    judges the same way; `today` YYYY-MM-DD, default today UTC)."""
+    if not stack.platform.waivers:
+        return []
+    if str(pack_dir) not in sys.path:
+        sys.path.insert(0, str(pack_dir))
+    from finml_rules import waivers  # pylint: disable=import-outside-toplevel
+    from finml_rules.config import all_policy_names  # pylint: disable=import-outside-toplevel
+
+    day = waivers.parse_date(today) if today else waivers.today_utc()
+    raw = [w.to_pack() for w in stack.platform.waivers]
+    return [problem for _, problem in waivers.validity_problems(raw, day, all_policy_names())]
+
+
 def cmd_policies_list(args: argparse.Namespace) -> int:
     pack_dir = Path(args.pack)
     controls, _ = _pack_modules(pack_dir)

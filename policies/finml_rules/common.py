@@ -26,6 +26,8 @@ from pulumi_policy import PolicyConfigSchema, PolicyResource, ReportViolation
 from pulumi_policy import proxy as _proxy
 from pulumi_policy.proxy import UnknownValueError
 
+from . import engine
+
 try:  # not-applicable is signalled with this exception; it must pass through the fail-closed guards
     from pulumi_policy.policy import _NotApplicableError as NotApplicable
 except ImportError:  # pragma: no cover - older/newer SDK layout
@@ -176,6 +178,11 @@ def plain(value: Any) -> Any:
                 items.append(UNKNOWN)
         return items
     return value
+
+
+def props_of(args: Any) -> Any:
+    """Plain props of the resource a resource rule is looking at, computed once per request for all rules."""
+    return engine.cached(("props", args.urn), lambda: plain(args.props))
 
 
 def get(obj: Any, *path: Any, default: Any = None) -> Any:
@@ -505,10 +512,25 @@ class StackIndex:
         self.resources = list(resources)
         self.by_urn = {r.urn: r for r in self.resources}
         self.children: dict[str, list[PolicyResource]] = defaultdict(list)
+        self._by_type: dict[str, list[PolicyResource]] = defaultdict(list)
         for resource in self.resources:
+            self._by_type[resource.resource_type].append(resource)
             if resource.parent is not None:
                 self.children[resource.parent.urn].append(resource)
         self._props: dict[str, Any] = {}
+        self._memo: dict[Any, Any] = {}
+
+    @classmethod
+    def of(cls, args: Any) -> "StackIndex":
+        """The index of this stack request: built once per request and shared by every stack rule (see
+        engine.py); built afresh when no request is running (direct calls in tests)."""
+        return engine.cached(("stack-index",), lambda: cls(args.resources))
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Per-index memo for derived facts several rules need (e.g. which buckets a resource applies to)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def props(self, resource: Any) -> Any:
         if resource.urn not in self._props:
@@ -516,7 +538,10 @@ class StackIndex:
         return self._props[resource.urn]
 
     def of_type(self, *types: str) -> list[PolicyResource]:
-        return [r for r in self.resources if r.resource_type in types]
+        if len(types) == 1:
+            return list(self._by_type.get(types[0], ()))
+        wanted = set(types)
+        return [r for r in self.resources if r.resource_type in wanted]
 
     def descendants(self, resource: PolicyResource) -> list[PolicyResource]:
         found, pending = [], list(self.children.get(resource.urn, []))
@@ -666,20 +691,89 @@ class StackIndex:
 
 # --- policy construction -----------------------------------------------------------------------------
 
+WAIVER_SCHEMA_PROPERTIES: dict[str, dict[str, Any]] = {
+    "waivers": {
+        "type": "array",
+        "description": "waivers of this rule from the stack config (rule, resources, reason, ticket, approver, "
+                       "expires); see finml_rules/waivers.py",
+        "items": {},
+        "default": [],
+    },
+    "waiverDate": {
+        "type": "string",
+        "description": "the day waiver expiry is judged on (YYYY-MM-DD; default: today, UTC) - for reproducible "
+                       "checks and tests",
+    },
+}
+
+_SUFFIX_RE = re.compile(r"\s*\[site=(?P<site>[^;\]]*); classification=(?P<cls>[^\]]*)\]\s*$")
+
+
+def with_waiver_schema(schema: Optional[PolicyConfigSchema]) -> PolicyConfigSchema:
+    properties = dict(schema.properties) if schema is not None else {}
+    properties.update(WAIVER_SCHEMA_PROPERTIES)
+    return PolicyConfigSchema(properties=properties, required=schema.required if schema is not None else None)
+
+
+def _waiving(name: str, validate: Callable[[Any, ReportViolation], None]) -> Callable[[Any, ReportViolation], None]:
+    """Apply the stack's waivers of rule ``name`` to its findings: a waived finding is handed to
+    ``policy-waived-findings`` (advisory) instead of being reported here; a refused waiver stays a violation and
+    says why."""
+    from . import waivers as waiver_rules  # pylint: disable=import-outside-toplevel
+
+    @functools.wraps(validate)
+    def wrapper(args: Any, report: ReportViolation) -> None:
+        config = args.get_config() or {}
+        raw = config.get("waivers") if hasattr(config, "get") else None
+        if not raw:
+            validate(args, report)
+            return
+        waivers, _ = waiver_rules.parse_waivers(plain(raw))  # malformed ones are policy-waivers-valid's business
+        waivers = [w for w in waivers if w.rule == name]
+        if not waivers:
+            validate(args, report)
+            return
+        today = waiver_rules.parse_date(config.get("waiverDate")) or waiver_rules.today_utc()
+        default_urn = getattr(args, "urn", None)
+
+        def waiving_report(message: str, urn: Optional[str] = None) -> None:
+            target = urn or default_urn
+            match = _SUFFIX_RE.search(message or "")
+            cls = match.group("cls").strip() if match else None
+            decision = waiver_rules.evaluate(name, target, cls, waivers, today)
+            if decision.waived:
+                engine.record_waived({"rule": name, "urn": target or "", "message": message,
+                                      "waiver": decision.waiver.as_dict()})
+                return
+            if decision.refused:
+                text, suffix = (message[:match.start()], message[match.start():]) if match else (message, "")
+                message = f"{text} ({decision.refused}){suffix}"
+            report(message, urn)
+
+        validate(args, waiving_report)
+
+    return wrapper
+
+
 def resource_policy(name: str, description: str, validate: Callable[..., None], severity: Any, remediation: str,
                     config_schema: Optional[PolicyConfigSchema] = None) -> Any:
     from pulumi_policy import EnforcementLevel, ResourceValidationPolicy
-    return ResourceValidationPolicy(name=name, description=description, validate=fail_closed(validate),
+    return ResourceValidationPolicy(name=name, description=description,
+                                    validate=_waiving(name, fail_closed(validate)),
                                     enforcement_level=EnforcementLevel.MANDATORY, severity=severity,
-                                    remediation_steps=remediation, config_schema=config_schema)
+                                    remediation_steps=remediation, config_schema=with_waiver_schema(config_schema))
 
 
 def stack_policy(name: str, description: str, validate: Callable[..., None], severity: Any, remediation: str,
-                 config_schema: Optional[PolicyConfigSchema] = None) -> Any:
+                 config_schema: Optional[PolicyConfigSchema] = None, waivable: bool = True,
+                 enforcement: Optional[Any] = None) -> Any:
     from pulumi_policy import EnforcementLevel, StackValidationPolicy
-    return StackValidationPolicy(name=name, description=description, validate=fail_closed(validate),
-                                 enforcement_level=EnforcementLevel.MANDATORY, severity=severity,
-                                 remediation_steps=remediation, config_schema=config_schema)
+    checked = fail_closed(validate)
+    return StackValidationPolicy(name=name, description=description,
+                                 validate=_waiving(name, checked) if waivable else checked,
+                                 enforcement_level=enforcement or EnforcementLevel.MANDATORY, severity=severity,
+                                 remediation_steps=remediation,
+                                 config_schema=with_waiver_schema(config_schema) if waivable else config_schema)
 
 
 def require_residency(args: Any, report: ReportViolation, applicable: Iterable[Any]) -> Optional[Residency]:

@@ -18,7 +18,7 @@ from .common import (
     ELASTICACHE_RG, FSX_LUSTRE, KEY_TYPES, KMS_KEY, KMS_KEY_POLICY, KMS_REPLICA_KEY, LAUNCH_TEMPLATE, RDS_CLUSTER,
     RDS_INSTANCE, S3_BUCKET_TYPES, S3_POLICY, S3_SSE_TYPES, UNKNOWN, StackIndex, as_bool, as_list, aws_site,
     classification_of, describe, failing_closed, get, plain, resource_policy, stack_policy, violation_message,
-)
+props_of, )
 from .residency import linked_buckets
 
 KMS_ALGORITHMS = ("aws:kms", "aws:kms:dsse")
@@ -50,7 +50,7 @@ def _sse_configs_for(index: StackIndex, bucket: Any) -> list[Any]:
 
 
 def s3_sse_kms_cmk(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
             site, cls = index.aws_site(bucket).value, index.classification(bucket).value
@@ -98,7 +98,7 @@ def _sse_problems(index: StackIndex, config: Any) -> list[str]:
 def s3_bucket_key(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in S3_SSE_TYPES:
         return
-    props = plain(args.props)
+    props = props_of(args)
     rules = as_list(get(props, "rules"))
     site = aws_site(props, args.provider).value
     if rules is UNKNOWN:
@@ -172,7 +172,7 @@ def _denies_insecure_transport(statement: dict, bucket_name: Any) -> bool:
 
 
 def s3_tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     policies = index.of_type(S3_POLICY)
     for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
@@ -201,7 +201,7 @@ def s3_tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
 # --- block storage -----------------------------------------------------------------------------------------------
 
 def ebs_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    props = plain(args.props)
+    props = props_of(args)
     if args.resource_type in (EBS_VOLUME, EBS_SNAPSHOT_COPY):
         _require_true(report, args, props, get(props, "encrypted"), "`encrypted`", absent_means=False)
     elif args.resource_type == EBS_DEFAULT_ENCRYPTION:
@@ -209,7 +209,7 @@ def ebs_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None
 
 
 def block_devices_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    props = plain(args.props)
+    props = props_of(args)
     if args.resource_type == LAUNCH_TEMPLATE:
         devices = as_list(get(props, "blockDeviceMappings"))
         if devices is UNKNOWN:
@@ -235,7 +235,7 @@ def block_devices_encrypted(args: ResourceValidationArgs, report: ReportViolatio
 # --- managed services ----------------------------------------------------------------------------------------------
 
 def eks_secrets(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     for cluster in index.of_type(EKS_CLUSTER):
         with failing_closed(report, cluster.urn, describe(cluster)):
             site = index.aws_site(cluster).value
@@ -256,7 +256,7 @@ def eks_secrets(args: StackValidationArgs, report: ReportViolation) -> None:
 
 
 def file_systems_at_rest(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    props = plain(args.props)
+    props = props_of(args)
     if args.resource_type == EFS:
         _require_true(report, args, props, get(props, "encrypted"), "`encrypted`", absent_means=False)
     elif args.resource_type == FSX_LUSTRE:
@@ -275,7 +275,7 @@ def file_systems_at_rest(args: ResourceValidationArgs, report: ReportViolation) 
 def rds_at_rest(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER):
         return
-    props = plain(args.props)
+    props = props_of(args)
     _require_true(report, args, props, get(props, "storageEncrypted"), "`storageEncrypted`", absent_means=False)
 
 
@@ -330,7 +330,7 @@ def _rds_tls_problem(index: StackIndex, database: Any) -> Optional[str]:
 
 
 def rds_in_transit(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     for database in index.of_type(RDS_INSTANCE, RDS_CLUSTER):
         with failing_closed(report, database.urn, describe(database)):
             problem = _rds_tls_problem(index, database)
@@ -343,7 +343,7 @@ def rds_in_transit(args: StackValidationArgs, report: ReportViolation) -> None:
 def elasticache_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != ELASTICACHE_RG:
         return
-    props = plain(args.props)
+    props = props_of(args)
     _require_true(report, args, props, get(props, "atRestEncryptionEnabled"), "`atRestEncryptionEnabled`",
                   absent_means=None)
     _require_true(report, args, props, get(props, "transitEncryptionEnabled"), "`transitEncryptionEnabled`",
@@ -353,7 +353,7 @@ def elasticache_encrypted(args: ResourceValidationArgs, report: ReportViolation)
 def dynamodb_cmk(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != DYNAMODB_TABLE:
         return
-    props = plain(args.props)
+    props = props_of(args)
     _require_true(report, args, props, get(props, "serverSideEncryption", "enabled"), "serverSideEncryption.enabled",
                   absent_means=False)
     if as_bool(get(props, "serverSideEncryption", "enabled")) is True and get(props, "serverSideEncryption",
@@ -368,7 +368,7 @@ def dynamodb_cmk(args: ResourceValidationArgs, report: ReportViolation) -> None:
 def kms_rotation(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != KMS_KEY:
         return
-    props = plain(args.props)
+    props = props_of(args)
     usage, specs = get(props, "keyUsage"), [get(props, "keySpec"), get(props, "customerMasterKeySpec")]
     if usage is UNKNOWN or any(spec is UNKNOWN for spec in specs):
         site, cls = _context(args, props)
@@ -383,7 +383,7 @@ def kms_rotation(args: ResourceValidationArgs, report: ReportViolation) -> None:
 def kms_no_wildcard_principal(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in (KMS_KEY, KMS_REPLICA_KEY, KMS_KEY_POLICY):
         return
-    props = plain(args.props)
+    props = props_of(args)
     policy = get(props, "policy")
     if policy is None and args.resource_type != KMS_KEY_POLICY:
         return  # the default key policy grants only the account

@@ -10,7 +10,7 @@ from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
 from .common import (
     K8S_WORKLOAD_TYPES, UNKNOWN, as_list, containers, describe, get, plain, pod_spec, resource_policy,
-)
+props_of, )
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -50,7 +50,7 @@ def _gpu_usage(args: ResourceValidationArgs) -> tuple[Any, Any]:
     """(pod spec, [(container name, requests, limits)]) for workloads; (None, None) if not applicable."""
     if args.resource_type not in K8S_WORKLOAD_TYPES:
         return None, None
-    spec = pod_spec(args.resource_type, plain(args.props))
+    spec = pod_spec(args.resource_type, props_of(args))
     items = containers(spec)
     if items is UNKNOWN:
         return spec, UNKNOWN

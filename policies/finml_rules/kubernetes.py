@@ -16,7 +16,7 @@ from .common import (
     K8S_NAMESPACE, K8S_NETWORK_POLICY, K8S_WORKLOAD_TYPES, UNKNOWN, StackIndex, as_bool, as_list, containers,
     describe, exempt_namespaces, exempt_schema, get, namespace_name, plain, pod_spec,
     resource_policy, stack_policy,
-)
+props_of, )
 
 PSS_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 
@@ -30,7 +30,7 @@ def _workload_spec(args: ResourceValidationArgs) -> Any:
     """Pod spec of a non-exempt workload, else None."""
     if args.resource_type not in K8S_WORKLOAD_TYPES:
         return None
-    props = plain(args.props)
+    props = props_of(args)
     if _exempt(args, props):
         return None
     return pod_spec(args.resource_type, props)
@@ -64,7 +64,7 @@ def _default_denies(props: Any, direction: str) -> bool:
 
 
 def namespace_default_deny(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     exempt = exempt_namespaces(args.get_config())
     workloads: dict[Any, list[Any]] = defaultdict(list)
     for workload in index.of_type(*K8S_WORKLOAD_TYPES):
@@ -103,7 +103,7 @@ def namespace_default_deny(args: StackValidationArgs, report: ReportViolation) -
 def pod_security_restricted(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != K8S_NAMESPACE:
         return
-    props = plain(args.props)
+    props = props_of(args)
     name = get(props, "metadata", "name")
     if name is not UNKNOWN and name in exempt_namespaces(args.get_config()):
         return

@@ -11,7 +11,7 @@ from .common import (
     EC2_INSTANCE, EKS_CLUSTER, LAUNCH_TEMPLATE, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET_TYPES, S3_PAB, SECURITY_GROUP,
     SG_INGRESS_RULE, SG_RULE, SUBNET, UNKNOWN, StackIndex, as_bool, as_list, aws_site, describe, failing_closed, get,
     plain, resource_policy, stack_policy, violation_message,
-)
+props_of, )
 from .residency import linked_buckets
 
 PAB_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
@@ -24,7 +24,7 @@ def _report(args: Any, report: ReportViolation, props: Any, text: str) -> None:
 def eks_endpoint_private(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != EKS_CLUSTER:
         return
-    props = plain(args.props)
+    props = props_of(args)
     public = as_bool(get(props, "vpcConfig", "endpointPublicAccess"))
     if public is UNKNOWN:
         _report(args, report, props, "has vpcConfig.endpointPublicAccess unknown during preview; failing closed.")
@@ -61,7 +61,7 @@ def _world_cidrs(values: Any) -> list[str]:
 
 
 def sg_no_public_ingress(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    props = plain(args.props)
+    props = props_of(args)
     findings: list[str] = []
     if args.resource_type == SECURITY_GROUP:
         ingress = as_list(get(props, "ingress"))
@@ -95,7 +95,7 @@ def sg_no_public_ingress(args: ResourceValidationArgs, report: ReportViolation) 
 def subnet_no_public_ip(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != SUBNET:
         return
-    props = plain(args.props)
+    props = props_of(args)
     for prop in ("mapPublicIpOnLaunch", "assignIpv6AddressOnCreation"):
         value = as_bool(get(props, prop))
         if value is UNKNOWN:
@@ -105,7 +105,7 @@ def subnet_no_public_ip(args: ResourceValidationArgs, report: ReportViolation) -
 
 
 def s3_public_access_block(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     blocks = index.of_type(S3_PAB)
     for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
@@ -134,7 +134,7 @@ def s3_public_access_block(args: StackValidationArgs, report: ReportViolation) -
 def imdsv2_required(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in (LAUNCH_TEMPLATE, EC2_INSTANCE):
         return
-    props = plain(args.props)
+    props = props_of(args)
     options = get(props, "metadataOptions")
     tokens, endpoint = get(options, "httpTokens"), get(options, "httpEndpoint")
     if endpoint == "disabled":
@@ -149,7 +149,7 @@ def imdsv2_required(args: ResourceValidationArgs, report: ReportViolation) -> No
 def rds_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER):
         return
-    props = plain(args.props)
+    props = props_of(args)
     public = as_bool(get(props, "publiclyAccessible"))
     if public is UNKNOWN:
         _report(args, report, props, "has publiclyAccessible unknown during preview; failing closed.")
