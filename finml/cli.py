@@ -65,11 +65,13 @@ def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path, today
         residency = {k: list(v) for k, v in platform_config.residency.items()}
         sites = sorted(platform_config.sites)
         waivers = [w.to_pack() for w in getattr(platform_config, "waivers", [])]
+        accounts = [platform_config.aws_account_id] if getattr(platform_config, "aws_account_id", None) else []
     else:
         residency = platform_config.get("residency", {})
         sites = sorted(platform_config.get("sites", {}))
         waivers = list(platform_config.get("waivers") or [])
-    return pack_config(residency, sites, waivers=waivers, waiver_date=today)
+        accounts = [platform_config["awsAccountId"]] if platform_config.get("awsAccountId") else []
+    return pack_config(residency, sites, waivers=waivers, waiver_date=today, account_ids=accounts)
 
 
 # ------------------------------------------------------------------------------------------------ commands

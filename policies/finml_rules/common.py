@@ -86,6 +86,10 @@ EFS_REPLICATION = "aws:efs/replicationConfiguration:ReplicationConfiguration"
 FSX_LUSTRE = "aws:fsx/lustreFileSystem:LustreFileSystem"
 RDS_INSTANCE = "aws:rds/instance:Instance"
 RDS_CLUSTER = "aws:rds/cluster:Cluster"
+RDS_CLUSTER_INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+FLOW_LOG = "aws:ec2/flowLog:FlowLog"
+EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 ELASTICACHE_RG = "aws:elasticache/replicationGroup:ReplicationGroup"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 BACKUP_PLAN = "aws:backup/plan:Plan"
@@ -94,8 +98,9 @@ BACKUP_SELECTION = "aws:backup/selection:Selection"
 DYNAMODB_TABLE = "aws:dynamodb/table:Table"
 DYNAMODB_TABLE_REPLICA = "aws:dynamodb/tableReplica:TableReplica"
 
+# Logs are data: control-plane and flow logs hold identities and addresses.
 AWS_DATA_TYPES = (S3_BUCKET, S3_BUCKET_V2, EBS_VOLUME, EBS_SNAPSHOT_COPY, EFS, FSX_LUSTRE, RDS_INSTANCE, RDS_CLUSTER,
-                  ELASTICACHE_RG, DYNAMODB_TABLE)
+                  RDS_CLUSTER_INSTANCE, ELASTICACHE_RG, DYNAMODB_TABLE, LOG_GROUP)
 
 K8S_NAMESPACE = "kubernetes:core/v1:Namespace"
 K8S_PVC = "kubernetes:core/v1:PersistentVolumeClaim"
@@ -111,6 +116,18 @@ for _kind in ("apps/v1:Deployment", "apps/v1:StatefulSet", "apps/v1:DaemonSet", 
               "batch/v1:Job", "core/v1:ReplicationController"):
     _TEMPLATE_PATHS[f"kubernetes:{_kind}"] = ("spec", "template")
 _TEMPLATE_PATHS[K8S_CRONJOB] = ("spec", "jobTemplate", "spec", "template")
+# Removed/deprecated API versions of the same workloads: still workloads (every pod rule checks them), and
+# k8s-deprecated-api-kinds rejects them.
+DEPRECATED_WORKLOAD_KINDS: tuple[str, ...] = (
+    "extensions/v1beta1:Deployment", "extensions/v1beta1:DaemonSet", "extensions/v1beta1:ReplicaSet",
+    "apps/v1beta1:Deployment", "apps/v1beta1:StatefulSet",
+    "apps/v1beta2:Deployment", "apps/v1beta2:StatefulSet", "apps/v1beta2:DaemonSet", "apps/v1beta2:ReplicaSet",
+)
+for _kind in DEPRECATED_WORKLOAD_KINDS:
+    _TEMPLATE_PATHS[f"kubernetes:{_kind}"] = ("spec", "template")
+_TEMPLATE_PATHS["kubernetes:batch/v1beta1:CronJob"] = ("spec", "jobTemplate", "spec", "template")
+DEPRECATED_WORKLOAD_TYPES: tuple[str, ...] = tuple(f"kubernetes:{k}" for k in DEPRECATED_WORKLOAD_KINDS) + (
+    "kubernetes:batch/v1beta1:CronJob",)
 _TEMPLATE_PATHS[K8S_POD_TEMPLATE] = ("template",)
 _TEMPLATE_PATHS[K8S_POD] = ()
 for _type, _path in list(_TEMPLATE_PATHS.items()):  # server-side-apply patches keep the pod spec in the same place
@@ -308,6 +325,13 @@ def pod_template_labels(resource_type: str, props: Mapping[str, Any]) -> Any:
     if not path:
         return {}
     return get(props, *path, "metadata", "labels", default={})
+
+
+def pod_template_annotations(resource_type: str, props: Mapping[str, Any]) -> Any:
+    path = _TEMPLATE_PATHS.get(resource_type)
+    if path is None:
+        return {}
+    return get(props, *path, "metadata", "annotations", default={})
 
 
 def k8s_label_values(resource_type: str, props: Mapping[str, Any], key: str) -> Any:

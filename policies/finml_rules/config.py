@@ -18,10 +18,12 @@ ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
 
 
 def all_policies() -> list:
-    from . import encryption, governance, gpu, kubernetes, network, residency  # pylint: disable=import-outside-toplevel
+    from . import (  # pylint: disable=import-outside-toplevel
+        encryption, governance, gpu, kubernetes, logs, network, pods, residency, stores,
+    )
     # governance last: policy-waived-findings must run after every other stack rule (see governance.py)
-    return (residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES
-            + governance.POLICIES)
+    return (residency.POLICIES + logs.POLICIES + encryption.POLICIES + stores.POLICIES + network.POLICIES
+            + kubernetes.POLICIES + pods.POLICIES + gpu.POLICIES + governance.POLICIES)
 
 
 def all_policy_names() -> list[str]:
@@ -45,6 +47,7 @@ def pack_config(residency: dict[str, list[str]], sites: list[str],
                 exempt_namespaces: Optional[list[str]] = None,
                 allowed_provider_packages: Optional[list[str]] = None,
                 waivers: Optional[list[Any]] = None,
+                account_ids: Optional[list[str]] = None,
                 waiver_date: Optional[str] = None) -> dict[str, dict[str, Any]]:
     """The JSON object for ``--policy-pack-config``: policy name -> {enforcementLevel, config props}.
 
@@ -84,7 +87,8 @@ def pack_config(residency: dict[str, list[str]], sites: list[str],
     if not all(isinstance(p, str) and p for p in packages):
         raise ValueError("allowed_provider_packages must be a list of package names")
     values = {"residency": {k: list(v) for k, v in residency.items()}, "sites": list(sites),
-              "exemptNamespaces": namespaces, "allowedProviderPackages": packages}
+              "exemptNamespaces": namespaces, "allowedProviderPackages": packages,
+              "accountIds": [a for a in (account_ids or []) if isinstance(a, str)]}
     all_waivers = list(waivers or [])
     config: dict[str, dict[str, Any]] = {}
     for policy in policies:

@@ -11,7 +11,7 @@ import fnmatch
 import json
 from typing import Any, Optional
 
-from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
+from pulumi_policy import PolicyConfigSchema, ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .common import (
     DYNAMODB_TABLE, EBS_DEFAULT_ENCRYPTION, EBS_SNAPSHOT_COPY, EBS_VOLUME, EC2_INSTANCE, EFS, EKS_CLUSTER,
@@ -55,7 +55,8 @@ def s3_sse_kms_cmk(args: StackValidationArgs, report: ReportViolation) -> None:
         with failing_closed(report, bucket.urn, describe(bucket)):
             site, cls = index.aws_site(bucket).value, index.classification(bucket).value
             configs = _sse_configs_for(index, bucket)
-            if not configs:
+            inline = get(index.props(bucket), "serverSideEncryptionConfiguration")
+            if not configs and inline is None:
                 report(violation_message(f"{describe(bucket)} has no server-side encryption configuration.", site, cls),
                        bucket.urn)
                 continue
@@ -64,15 +65,23 @@ def s3_sse_kms_cmk(args: StackValidationArgs, report: ReportViolation) -> None:
                 for problem in problems:
                     report(violation_message(f"{describe(bucket)}: {describe(config)} {problem}.", site, cls),
                            bucket.urn)
+            if inline is not None:  # the deprecated inline input of aws.s3.Bucket encrypts just the same
+                rules = UNKNOWN if inline is UNKNOWN else as_list(get(inline, "rule"))
+                for problem in _rules_problems(index, bucket, "serverSideEncryptionConfiguration", rules):
+                    report(violation_message(f"{describe(bucket)}: its inline serverSideEncryptionConfiguration "
+                                             f"{problem}.", site, cls), bucket.urn)
 
 
 def _sse_problems(index: StackIndex, config: Any) -> list[str]:
-    rules = as_list(get(index.props(config), "rules"))
+    return _rules_problems(index, config, "rules", as_list(get(index.props(config), "rules")))
+
+
+def _rules_problems(index: StackIndex, owner: Any, prop: str, rules: Any) -> list[str]:
     if rules is UNKNOWN:
         return ["has rules that are unknown during preview (failing closed)"]
     if not rules:
         return ["has no rules"]
-    stack_keys = index.refs(config, "rules", KEY_TYPES)
+    stack_keys = index.refs(owner, prop, KEY_TYPES)
     problems = []
     for position, rule in enumerate(rules):
         default = get(rule, "applyServerSideEncryptionByDefault")
@@ -96,10 +105,16 @@ def _sse_problems(index: StackIndex, config: Any) -> list[str]:
 
 
 def s3_bucket_key(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type not in S3_SSE_TYPES:
+    if args.resource_type not in S3_SSE_TYPES + S3_BUCKET_TYPES:
         return
     props = props_of(args)
-    rules = as_list(get(props, "rules"))
+    if args.resource_type in S3_BUCKET_TYPES:  # the deprecated inline configuration, when used
+        inline = get(props, "serverSideEncryptionConfiguration")
+        if inline is None:
+            return
+        rules = UNKNOWN if inline is UNKNOWN else as_list(get(inline, "rule"))
+    else:
+        rules = as_list(get(props, "rules"))
     site = aws_site(props, args.provider).value
     if rules is UNKNOWN:
         report(violation_message(f"{describe(args)}: its rules are unknown during preview; failing closed.", site),
@@ -138,11 +153,46 @@ def _values(value: Any) -> list[Any]:
     return [v for v in as_list(value)] if value is not UNKNOWN else [UNKNOWN]
 
 
-def _is_wildcard_principal(principal: Any) -> bool:
-    if principal == "*":
-        return True
+def _principal_values(principal: Any) -> list[Any]:
+    """Every principal a Principal block names, whatever its shape: "*", ["*", ...], {"AWS": "*"},
+    {"AWS": ["arn:...", "*"]}, {"Service": [...], "AWS": ...}."""
     if isinstance(principal, dict):
-        return any("*" in _values(v) for v in principal.values())
+        return [v for value in principal.values() for v in _values(value)]
+    return _values(principal)
+
+
+def _is_wildcard_principal(principal: Any) -> bool:
+    """True when any named principal is everyone: "*" or an ARN whose account is a wildcard (arn:aws:iam::*:root)."""
+    for value in _principal_values(principal):
+        if value == "*":
+            return True
+        if isinstance(value, str) and value is not UNKNOWN and value.startswith("arn:") and \
+                ":iam::*:" in value:
+            return True
+    return False
+
+
+ACCOUNT_CONDITION_KEYS = ("kms:calleraccount", "aws:principalaccount", "aws:sourceaccount")
+_ACCOUNT_RE = __import__("re").compile(r"^\d{12}$")
+
+
+def _restricted_to_accounts(statement: dict, accounts: tuple[str, ...]) -> bool:
+    """A wildcard principal is fine when a condition pins the caller to the stack's own account(s): StringEquals
+    (not ...IfExists, not a negated or like operator) on kms:CallerAccount, aws:PrincipalAccount or
+    aws:SourceAccount with only concrete 12-digit account ids, all of them the stack's own when it names them."""
+    condition = statement.get("Condition")
+    if not isinstance(condition, dict):
+        return False
+    for operator, block in condition.items():
+        if operator not in ("StringEquals", "ForAnyValue:StringEquals") or not isinstance(block, dict):
+            continue
+        for key, value in block.items():
+            if not isinstance(key, str) or key.lower() not in ACCOUNT_CONDITION_KEYS:
+                continue
+            values = _values(value)
+            if values and all(isinstance(v, str) and v is not UNKNOWN and _ACCOUNT_RE.match(v) for v in values) \
+                    and (not accounts or all(v in accounts for v in values)):
+                return True
     return False
 
 
@@ -272,11 +322,42 @@ def file_systems_at_rest(args: ResourceValidationArgs, report: ReportViolation) 
                                      "customer-managed key.", site, cls), args.urn)
 
 
-def rds_at_rest(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER):
-        return
-    props = props_of(args)
-    _require_true(report, args, props, get(props, "storageEncrypted"), "`storageEncrypted`", absent_means=False)
+def rds_at_rest(args: StackValidationArgs, report: ReportViolation) -> None:
+    """storageEncrypted must be true - except on a read replica that leaves it unset: a replica of an encrypted
+    primary in the same site is encrypted too (AWS inherits it); a cross-site one must set its own key."""
+    index = StackIndex.of(args)
+    for database in index.of_type(RDS_INSTANCE, RDS_CLUSTER):
+        with failing_closed(report, database.urn, describe(database)):
+            props = index.props(database)
+            site, cls = index.aws_site(database).value, index.classification(database).value
+            flag = as_bool(get(props, "storageEncrypted"))
+            source = get(props, "replicateSourceDb")
+            if flag is True:
+                continue
+            if flag is UNKNOWN:
+                problem = "`storageEncrypted` is unknown during preview; failing closed"
+            elif flag is None and source is not None:
+                problem = _replica_encryption_problem(index, database, site)
+                if problem is None:
+                    continue
+            else:
+                problem = f"`storageEncrypted` must be true (is {'not set' if flag is None else repr(flag)})"
+            report(violation_message(f"{describe(database)}: {problem}.", site, cls), database.urn)
+
+
+def _replica_encryption_problem(index: StackIndex, replica: Any, site: Optional[str]) -> Optional[str]:
+    primaries = index.refs(replica, "replicateSourceDb", (RDS_INSTANCE, RDS_CLUSTER))
+    if not primaries:
+        return ("it is a read replica of a database outside this stack and does not set `storageEncrypted`, so "
+                "whether it inherits encryption cannot be shown; failing closed")
+    for primary in primaries:
+        primary_site = index.aws_site(primary).value
+        if as_bool(get(index.props(primary), "storageEncrypted")) is not True:
+            return f"it is a read replica of {describe(primary)}, which is not encrypted at rest"
+        if primary_site != site and get(index.props(replica), "kmsKeyId") is None:
+            return (f"it is a cross-site read replica of {describe(primary)} ({primary_site} -> {site}); set "
+                    "`storageEncrypted: true` and kmsKeyId to a key of its own site")
+    return None
 
 
 RDS_PARAMETER_GROUP = "aws:rds/parameterGroup:ParameterGroup"
@@ -394,13 +475,22 @@ def kms_no_wildcard_principal(args: ResourceValidationArgs, report: ReportViolat
     if problem:
         report(violation_message(f"{describe(args)}: its key policy {problem}; failing closed.", site, cls), args.urn)
         return
+    accounts = tuple(a for a in as_list(plain(args.get_config() or {}).get("accountIds")) if isinstance(a, str))
     for position, statement in enumerate(statements):
         if statement.get("Effect") != "Allow":
             continue
-        if "NotPrincipal" in statement or _is_wildcard_principal(statement.get("Principal")) or \
-                UNKNOWN in _values(statement.get("Principal")):
-            sid = statement.get("Sid", position)
-            report(violation_message(f"{describe(args)}: key policy statement {sid!r} allows a wildcard principal.",
+        sid = statement.get("Sid", position)
+        principals = _principal_values(statement.get("Principal"))
+        if "NotPrincipal" in statement:
+            report(violation_message(f"{describe(args)}: key policy statement {sid!r} allows everyone but a "
+                                     "NotPrincipal list.", site, cls), args.urn)
+        elif UNKNOWN in principals:
+            report(violation_message(f"{describe(args)}: key policy statement {sid!r} has a principal unknown during "
+                                     "preview; failing closed.", site, cls), args.urn)
+        elif _is_wildcard_principal(statement.get("Principal")) and not _restricted_to_accounts(statement, accounts):
+            report(violation_message(f"{describe(args)}: key policy statement {sid!r} allows a wildcard principal "
+                                     "without a condition pinning the caller to this stack's account "
+                                     "(kms:CallerAccount, aws:PrincipalAccount or aws:SourceAccount).",
                                      site, cls), args.urn)
 
 
@@ -412,7 +502,8 @@ POLICIES: list = [
                  "Add a BucketServerSideEncryptionConfiguration with sseAlgorithm aws:kms and the site's KMS key."),
     resource_policy("encryption-s3-bucket-key",
                     "Ensure SSE-KMS bucket encryption enables the S3 Bucket Key.",
-                    s3_bucket_key, Severity.MEDIUM, "Set bucketKeyEnabled: true on every SSE-KMS rule.", types=S3_SSE_TYPES),
+                    s3_bucket_key, Severity.MEDIUM, "Set bucketKeyEnabled: true on every SSE-KMS rule.",
+                    types=S3_SSE_TYPES + S3_BUCKET_TYPES),
     stack_policy("encryption-s3-tls-only",
                  "Ensure every S3 bucket has a bucket policy denying requests without TLS on the bucket and its "
                  "objects.",
@@ -433,9 +524,10 @@ POLICIES: list = [
                     "Ensure EFS and persistent FSx for Lustre file systems are encrypted at rest with a KMS key.",
                     file_systems_at_rest, Severity.HIGH,
                     "Set encrypted: true (EFS) / kmsKeyId (persistent FSx for Lustre).", types=(EFS, FSX_LUSTRE)),
-    resource_policy("encryption-rds-at-rest",
-                    "Ensure RDS instances and clusters encrypt storage at rest.",
-                    rds_at_rest, Severity.HIGH, "Set storageEncrypted: true with the site's KMS key.", types=(RDS_INSTANCE, RDS_CLUSTER)),
+    stack_policy("encryption-rds-at-rest",
+                 "Ensure RDS instances and clusters encrypt storage at rest (same-site read replicas of an encrypted "
+                 "primary inherit it).",
+                 rds_at_rest, Severity.HIGH, "Set storageEncrypted: true with the site's KMS key."),
     stack_policy("encryption-rds-in-transit",
                  "Ensure RDS databases force TLS in transit through their parameter group.",
                  rds_in_transit, Severity.HIGH,
@@ -456,5 +548,11 @@ POLICIES: list = [
                     "Ensure KMS key policies (on keys, replica keys and aws:kms/keyPolicy resources) never allow a "
                     "wildcard principal.",
                     kms_no_wildcard_principal, Severity.CRITICAL,
-                    "Name explicit account/role principals in the key policy instead of \"*\".", types=(KMS_KEY, KMS_REPLICA_KEY, KMS_KEY_POLICY)),
+                    "Name explicit account/role principals in the key policy instead of \"*\" (or pin \"*\" to the "
+                    "account with a kms:CallerAccount condition).",
+                    PolicyConfigSchema(properties={"accountIds": {
+                        "type": "array", "items": {"type": "string"},
+                        "description": "the stack's AWS account ids: a wildcard principal pinned to one of them by "
+                                       "a condition is not a wildcard"}}),
+                    types=(KMS_KEY, KMS_REPLICA_KEY, KMS_KEY_POLICY)),
 ]

@@ -8,7 +8,8 @@ from typing import Any
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .common import (
-    EC2_INSTANCE, EKS_CLUSTER, LAUNCH_TEMPLATE, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET_TYPES, S3_PAB, SECURITY_GROUP,
+    EC2_INSTANCE, EKS_CLUSTER, EKS_NODE_GROUP, LAUNCH_TEMPLATE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE, RDS_INSTANCE,
+    S3_BUCKET_TYPES, S3_PAB, SECURITY_GROUP,
     SG_INGRESS_RULE, SG_RULE, SUBNET, UNKNOWN, StackIndex, as_bool, as_list, aws_site, describe, failing_closed, get,
     plain, resource_policy, stack_policy, violation_message,
 props_of, )
@@ -146,8 +147,45 @@ def imdsv2_required(args: ResourceValidationArgs, report: ReportViolation) -> No
                                      f"{'not set' if tokens is None else repr(tokens)}.")
 
 
+def imds_hop_limit(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """A hop limit above 1 lets a pod (one network hop behind the node) fetch the node role's credentials."""
+    if args.resource_type not in (LAUNCH_TEMPLATE, EC2_INSTANCE):
+        return
+    props = props_of(args)
+    options = get(props, "metadataOptions")
+    endpoint = get(options, "httpEndpoint")
+    if endpoint == "disabled":
+        return
+    limit = get(options, "httpPutResponseHopLimit")
+    if options is UNKNOWN or endpoint is UNKNOWN or limit is UNKNOWN:
+        _report(args, report, props, "has metadataOptions.httpPutResponseHopLimit unknown during preview; failing "
+                                     "closed.")
+    elif limit is None:
+        _report(args, report, props, "must set metadataOptions.httpPutResponseHopLimit: 1 explicitly (unset, the "
+                                     "AMI's or account's default applies, 2 on EKS-optimised AMIs).")
+    elif not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit != 1:
+        _report(args, report, props, f"sets metadataOptions.httpPutResponseHopLimit: {limit!r}; above 1, pods can "
+                                     "reach the node's instance credentials.")
+
+
+def eks_node_remote_access(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != EKS_NODE_GROUP:
+        return
+    props = props_of(args)
+    remote = get(props, "remoteAccess")
+    if remote is None:
+        return
+    key, sources = get(remote, "ec2SshKey"), as_list(get(remote, "sourceSecurityGroupIds"))
+    if remote is UNKNOWN or sources is UNKNOWN:
+        _report(args, report, props, "has remoteAccess unknown during preview; failing closed.")
+    elif not sources:
+        what = "an SSH key" if key is not None else "remoteAccess"
+        _report(args, report, props, f"enables {what} with no sourceSecurityGroupIds: EKS then opens port 22 to "
+                                     "0.0.0.0/0 on its nodes.")
+
+
 def rds_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER):
+    if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE):
         return
     props = props_of(args)
     public = as_bool(get(props, "publiclyAccessible"))
@@ -179,7 +217,18 @@ POLICIES: list = [
     resource_policy("network-imdsv2-required",
                     "Ensure launch templates and instances require IMDSv2 session tokens.",
                     imdsv2_required, Severity.HIGH, "Set metadataOptions.httpTokens: required.", types=(LAUNCH_TEMPLATE, EC2_INSTANCE)),
+    resource_policy("network-imds-hop-limit",
+                    "Ensure launch templates and instances limit IMDS responses to one hop "
+                    "(httpPutResponseHopLimit 1), so pods cannot reach node credentials.",
+                    imds_hop_limit, Severity.HIGH, "Set metadataOptions.httpPutResponseHopLimit: 1.",
+                    types=(LAUNCH_TEMPLATE, EC2_INSTANCE)),
     resource_policy("network-rds-not-public",
-                    "Ensure RDS instances and clusters are not publicly accessible.",
-                    rds_not_public, Severity.HIGH, "Set publiclyAccessible: false.", types=(RDS_INSTANCE, RDS_CLUSTER)),
+                    "Ensure RDS instances, clusters and cluster (Aurora) instances are not publicly accessible.",
+                    rds_not_public, Severity.HIGH, "Set publiclyAccessible: false.",
+                    types=(RDS_INSTANCE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE)),
+    resource_policy("network-eks-node-remote-access",
+                    "Ensure EKS node groups with remote access (SSH) restrict it to source security groups.",
+                    eks_node_remote_access, Severity.HIGH,
+                    "Remove remoteAccess (use SSM), or set remoteAccess.sourceSecurityGroupIds.",
+                    types=(EKS_NODE_GROUP,)),
 ]

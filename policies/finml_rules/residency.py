@@ -14,7 +14,7 @@ from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, Sta
 from .common import (
     AWS_DATA_TYPES, BACKUP_PLAN, BACKUP_SELECTION, BACKUP_VAULT, CLUSTER_TYPES, DATASET, DEFAULT_PROVIDER_PACKAGES,
     DYNAMODB_TABLE, DYNAMODB_TABLE_REPLICA, EBS_SNAPSHOT, EBS_SNAPSHOT_COPY, EBS_VOLUME, EFS, EFS_REPLICATION, EKS_CLUSTER, ELASTICACHE_RG,
-    FSX_LUSTRE, K8S_DATA_TYPES, K8S_PROVIDER, K8S_PV, K8S_WORKLOAD_TYPES, KEY_TYPES, KMS_KEY, KMS_REPLICA_KEY,
+    FSX_LUSTRE, K8S_DATA_TYPES, LOG_GROUP, RDS_CLUSTER_INSTANCE, K8S_PROVIDER, K8S_PV, K8S_WORKLOAD_TYPES, KEY_TYPES, KMS_KEY, KMS_REPLICA_KEY,
     LABEL_CLASSIFICATION, LABEL_MODEL, LABEL_SITE, ML_TYPES, MODEL, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET_TYPES,
     S3_REPLICATION, S3_SSE_TYPES, UNKNOWN, Derived, Residency, StackIndex, as_list, aws_site, classification_of,
     describe, exempt_namespaces, failing_closed, get, k8s_label, k8s_label_values, max_classification, namespace_name,
@@ -658,6 +658,8 @@ _KEY_PROPS = {  # data resource type -> (top-level prop, path to the key referen
     EKS_CLUSTER: ("encryptionConfig", ("encryptionConfig", "provider", "keyArn")),
     DYNAMODB_TABLE: ("serverSideEncryption", ("serverSideEncryption", "kmsKeyArn")),
     BACKUP_VAULT: ("kmsKeyArn", ("kmsKeyArn",)),
+    LOG_GROUP: ("kmsKeyId", ("kmsKeyId",)),
+    RDS_CLUSTER_INSTANCE: ("performanceInsightsKmsKeyId", ("performanceInsightsKmsKeyId",)),
 }
 
 
@@ -710,14 +712,22 @@ def kms_replica_key(args: StackValidationArgs, report: ReportViolation) -> None:
 
 def kms_key_colocated(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex.of(args)
-    users = [r for r in index.resources if r.resource_type in _KEY_PROPS or r.resource_type in S3_SSE_TYPES]
+    users = [r for r in index.resources if r.resource_type in _KEY_PROPS or r.resource_type in S3_SSE_TYPES
+             or (r.resource_type in S3_BUCKET_TYPES
+                 and get(index.props(r), "serverSideEncryptionConfiguration") is not None)]
     residency = require_residency(args, report, users)
     if residency is None:
         return
     for user in users:
         with failing_closed(report, user.urn, describe(user)):
             props = index.props(user)
-            if user.resource_type in S3_SSE_TYPES:
+            if user.resource_type in S3_BUCKET_TYPES:
+                inline = get(props, "serverSideEncryptionConfiguration")
+                rules = UNKNOWN if inline is UNKNOWN else as_list(get(inline, "rule"))
+                refs = ([UNKNOWN] if rules is UNKNOWN else
+                        [get(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId") for r in rules])
+                prop, data = "serverSideEncryptionConfiguration", [user]
+            elif user.resource_type in S3_SSE_TYPES:
                 rules = as_list(get(props, "rules"))
                 refs = ([UNKNOWN] if rules is UNKNOWN else
                         [get(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId") for r in rules])
