@@ -81,7 +81,7 @@ def test_real_pack_over_grpc_reports_levels_and_messages(stack_plans):
     config["residency-aws-data-site"]["enforcementLevel"] = "advisory"
     result = check_plan(plan, PACK, config)
     assert len(result.policies) >= 25 and result.pack == "finml-guardrails"
-    assert all(p.enforcement == "mandatory" for p in result.policies)
+    assert all(p.enforcement == "mandatory" for p in result.policies if p.name != "policy-waived-findings")
     found = {(v.policy, v.enforcement) for v in result.violations if v.urn == bucket.urn}
     assert ("residency-aws-data-site", "advisory") in found, found
     advisory = next(v for v in result.violations if v.policy == "residency-aws-data-site")
