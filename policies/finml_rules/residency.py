@@ -125,7 +125,7 @@ def provider_allowlist(args: ResourceValidationArgs, report: ReportViolation) ->
     residency = require_residency(args, report, [args])
     if residency is None:
         return
-    allowed = plain(args.get_config() or {}).get("allowedProviderPackages", list(DEFAULT_PROVIDER_PACKAGES))
+    allowed = (args.get_config() or {}).get("allowedProviderPackages", list(DEFAULT_PROVIDER_PACKAGES))
     if not isinstance(allowed, list) or not all(isinstance(p, str) for p in allowed):
         report(f"{describe(args)} cannot be checked: the policy config `allowedProviderPackages` must be a list of "
                "package names; failing closed.", args.urn)

@@ -15,6 +15,7 @@ from pulumi_policy import PolicyConfigSchema
 
 from .resource_types import *  # noqa: F401,F403 - the shared vocabulary
 from .resource_types import _TEMPLATE_PATHS
+from . import engine
 from .values import UNKNOWN, get, plain
 
 # --- classification --------------------------------------------------------------------------------
@@ -210,10 +211,29 @@ class Residency:
 
 
 def residency_config(config: Mapping[str, Any]) -> tuple[Optional[Residency], Optional[str]]:
-    """The residency config, or why it is unusable (the rule then fails every resource it applies to)."""
-    config = plain(config or {})
+    """The residency config, or why it is unusable (the rule then fails every resource it applies to). Parsed once
+    per request and config object (the SDK hands each rule a shallow copy of the same values)."""
+    raw = config or {}
+    residency, sites = raw.get("residency"), raw.get("sites")
+    key = (id(residency), id(sites))
+    hit = _PARSED.get(key)
+    if hit is None or hit[0] is not residency or hit[1] is not sites:
+        if len(_PARSED) > 512:  # configs are replaced on every Configure: keep the table small
+            _PARSED.clear()
+        hit = (residency, sites, _residency_config(raw))
+        _PARSED[key] = hit
+    return hit[2]
+
+
+# (residency object, sites object) -> parsed; the entry holds both objects, so their ids cannot be reused while it
+# lives. The values come from Configure and are never mutated.
+_PARSED: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+
+
+def _residency_config(config: Mapping[str, Any]) -> tuple[Optional[Residency], Optional[str]]:
+    config = plain(config)
     residency, sites = config.get("residency"), config.get("sites")
-    if not isinstance(residency, Mapping) or not residency or not isinstance(sites, list):
+    if not isinstance(residency, dict) or not residency or not isinstance(sites, list):
         return None, f"the policy config has no `residency`/`sites` for this rule; {CONFIG_HINT}"
     for classification, patterns in residency.items():
         if classification not in CLASSIFICATIONS:

@@ -17,6 +17,10 @@ from pulumi_policy.proxy import UnknownValueError
 
 from . import engine
 
+import collections.abc as _abc  # noqa: E402 - the ABCs themselves: typing's aliases make isinstance slow
+
+_SCALARS = frozenset((bool, int, float))
+
 try:  # not-applicable is signalled with this exception; it must pass through the fail-closed guards
     from pulumi_policy.policy import _NotApplicableError as NotApplicable
 except ImportError:  # pragma: no cover - older/newer SDK layout
@@ -60,9 +64,16 @@ def plain(value: Any) -> Any:
 
     The runtime wraps props in ``unknown_checking_proxy``, which raises ``UnknownValueError`` on access; an
     escaping error becomes an ADVISORY diagnostic, so rules only ever look at this plain copy."""
+    kind = type(value)
+    if kind is engine.LazyProxy:
+        return plain(value.finml_raw)
+    if kind is str:
+        return UNKNOWN if value in _UNKNOWN_SENTINELS else value
+    if kind in _SCALARS or value is None:
+        return value
     if isinstance(value, str):
         return UNKNOWN if value in _UNKNOWN_SENTINELS else value
-    if isinstance(value, Mapping):
+    if isinstance(value, _abc.Mapping):
         out: dict[Any, Any] = {}
         for key in list(iter(value)):
             try:
@@ -70,7 +81,7 @@ def plain(value: Any) -> Any:
             except UnknownValueError:
                 out[key] = UNKNOWN
         return out
-    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+    if isinstance(value, _abc.Sequence) and not isinstance(value, (bytes, bytearray)):
         items: list[Any] = []
         for index in range(len(value)):
             try:
@@ -92,7 +103,7 @@ def get(obj: Any, *path: Any, default: Any = None) -> Any:
     for step in path:
         if current is UNKNOWN:
             return UNKNOWN
-        if isinstance(current, Mapping):
+        if type(current) is dict or isinstance(current, _abc.Mapping):
             if step not in current or current[step] is None:
                 return default
             current = current[step]
