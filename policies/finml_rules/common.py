@@ -98,8 +98,28 @@ class StackIndex:
     def of_type(self, *types: str) -> list[PolicyResource]:
         if len(types) == 1:
             return list(self._by_type.get(types[0], ()))
+        if len(set(types)) == len(types):  # distinct types: concatenate the per-type lists, in stack order
+            wanted = {t for t in types if t in self._by_type}
+            if len(wanted) <= 1:
+                return [r for t in wanted for r in self._by_type[t]]
+            order = self._order()
+            return sorted((r for t in wanted for r in self._by_type[t]), key=lambda r: order[r.urn])
         wanted = set(types)
         return [r for r in self.resources if r.resource_type in wanted]
+
+    def _order(self) -> dict[str, int]:
+        return self.memo(("order",), lambda: {r.urn: i for i, r in enumerate(self.resources)})
+
+    def attached(self, types: Sequence[str], bucket: Any) -> list[PolicyResource]:
+        """Resources of ``types`` (SSE configs, policies, public access blocks) that apply to ``bucket``, from one
+        pass over them per index instead of one per bucket."""
+        def build() -> dict[str, list[PolicyResource]]:
+            table: dict[str, list[PolicyResource]] = defaultdict(list)
+            for resource in self.of_type(*types):
+                for target in linked_buckets(self, resource):
+                    table[target.urn].append(resource)
+            return table
+        return list(self.memo(("attached", tuple(types)), build).get(bucket.urn, ()))
 
     def descendants(self, resource: PolicyResource) -> list[PolicyResource]:
         found, pending = [], list(self.children.get(resource.urn, []))

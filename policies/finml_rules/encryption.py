@@ -46,7 +46,7 @@ def _require_true(report: ReportViolation, args: Any, props: Any, value: Any, wh
 # --- S3 --------------------------------------------------------------------------------------------------------
 
 def _sse_configs_for(index: StackIndex, bucket: Any) -> list[Any]:
-    return [c for c in index.of_type(*S3_SSE_TYPES) if bucket in linked_buckets(index, c)]
+    return index.attached(S3_SSE_TYPES, bucket)
 
 
 def s3_sse_kms_cmk(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -227,7 +227,7 @@ def s3_tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
     for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
             site, cls = index.aws_site(bucket).value, index.classification(bucket).value
-            attached = [p for p in policies if bucket in linked_buckets(index, p)]
+            attached = index.attached((S3_POLICY,), bucket)
             if not attached:
                 report(violation_message(f"{describe(bucket)} has no bucket policy denying non-TLS access.", site, cls),
                        bucket.urn)

@@ -22,6 +22,10 @@ from .residency import _FIX, SCHEMA, _check_placement
 # --- ML lineage ---------------------------------------------------------------------------------------------
 
 def _datasets_by_name(index: StackIndex) -> dict[str, Any]:
+    return index.memo(("datasets-by-name",), lambda: _index_datasets(index))
+
+
+def _index_datasets(index: StackIndex) -> dict[str, Any]:
     return {get(index.props(d), "name"): d for d in index.of_type(DATASET)
             if isinstance(get(index.props(d), "name"), str) and get(index.props(d), "name") is not UNKNOWN}
 

@@ -111,7 +111,7 @@ def s3_public_access_block(args: StackValidationArgs, report: ReportViolation) -
     for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
             site, cls = index.aws_site(bucket).value, index.classification(bucket).value
-            attached = [b for b in blocks if bucket in linked_buckets(index, b)]
+            attached = index.attached((S3_PAB,), bucket)
             if not attached:
                 report(violation_message(f"{describe(bucket)} has no public access block.", site, cls), bucket.urn)
                 continue
