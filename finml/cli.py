@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from finml import cli_features
+from finml import cli_features, cli_policies
 from finml.plan import write_text_atomic
 
 # Where finml itself is installed. Nothing project-related is resolved from here (see finml.project).
@@ -124,9 +124,15 @@ def _stack_names(args: argparse.Namespace) -> list[str]:
 
 def _load_stack(args: argparse.Namespace, name: str):
     """Validate one stack: the single validation path `config check`, `preview` and every other command share."""
-    from finml.config import load_stack_file, stack_file
+    from finml.cli_policies import waiver_problems
+    from finml.config import ConfigError, load_stack_file, stack_file
 
-    return load_stack_file(stack_file(name, _stacks_dir(args)), _profiles(args))
+    stack = load_stack_file(stack_file(name, _stacks_dir(args)), _profiles(args))
+    # Waivers are judged by the pack's own code (unknown rule, expired, too long), so this needs the pack.
+    problems = waiver_problems(stack, pack_dir=_pack_dir(args))
+    if problems:
+        raise ConfigError(stack.source, [("", f"finml:platform.{problem}") for problem in problems])
+    return stack
 
 
 def _pack_dir(args: argparse.Namespace) -> Path:
@@ -153,8 +159,9 @@ def _pack_dir(args: argparse.Namespace) -> Path:
     return pack
 
 
-def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path) -> dict[str, Any]:
-    """The pack's `--policy-pack-config` document, derived from a stack's residency rules and sites."""
+def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path, today: str | None = None) -> dict[str, Any]:
+    """The pack's `--policy-pack-config` document, derived from a stack's residency rules, sites and waivers
+    (`today`: the day waiver expiry is judged on, YYYY-MM-DD; default: the pack's today)."""
     if str(pack_dir) not in sys.path:
         sys.path.insert(0, str(pack_dir))
     from finml_rules.config import pack_config  # the pack's own builder: one definition of its config format
@@ -162,10 +169,14 @@ def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path) -> di
     if hasattr(platform_config, "residency"):
         residency = {k: list(v) for k, v in platform_config.residency.items()}
         sites = sorted(platform_config.sites)
+        waivers = [w.to_pack() for w in getattr(platform_config, "waivers", [])]
+        accounts = [platform_config.aws_account_id] if getattr(platform_config, "aws_account_id", None) else []
     else:
         residency = platform_config.get("residency", {})
         sites = sorted(platform_config.get("sites", {}))
-    return pack_config(residency, sites)
+        waivers = list(platform_config.get("waivers") or [])
+        accounts = [platform_config["awsAccountId"]] if platform_config.get("awsAccountId") else []
+    return pack_config(residency, sites, waivers=waivers, waiver_date=today, account_ids=accounts)
 
 
 def _trusted_pack_config(stack, pack_dir: Path) -> dict[str, Any]:
@@ -301,7 +312,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
             except PolicyPackError as exc:
                 _err(f"{prefix}: {exc}")
                 return EXIT_BAD_INPUT
-            for fmt, suffix in (("json", "policy.json"), ("sarif", "policy.sarif"), ("junit", "policy.junit.xml")):
+            for fmt, suffix in (("json", "policy.json"), ("sarif", "policy.sarif"), ("junit", "policy.junit.xml"),
+                                ("html", "policy.html")):
                 write_text_atomic(staged.path(suffix), render([result], fmt))
             staged.commit()
         finally:
@@ -512,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu = sub.add_parser("gpu", help="GPU tools").add_subparsers(dest="gpu_command", required=True)
     p = gpu.add_parser("probe", help="probe this host's GPUs with NVML (pass --help for options)", add_help=False)
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
+    cli_policies.register(sub)
     return parser
 
 
@@ -590,4 +603,7 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    # Run the importable module's entry: command modules raise finml.cli.UsageError, not __main__.UsageError.
+    from finml.cli import run as _run
+
+    _run()
