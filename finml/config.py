@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,7 +468,16 @@ class StackConfig:
         return [s for s in self.platform.sites if any(site_matches(s, p) for p in patterns)]
 
     def non_secret_config(self) -> dict[str, Any]:
-        return {k: v for k, v in self.raw_config.items() if k not in self.secret_keys}
+        """The non-secret config as the Pulumi CLI hands it on: JSON values, YAML dates as ISO strings."""
+        plain = {k: v for k, v in self.raw_config.items() if k not in self.secret_keys}
+        return json.loads(json.dumps(plain, default=yaml_scalar_to_json))
+
+
+def yaml_scalar_to_json(value: Any) -> str:
+    """`json.dumps` default for YAML scalars JSON lacks: dates become ISO strings, as the Pulumi CLI passes them."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    raise TypeError(f"config value of type {type(value).__name__} is not JSON serialisable")
 
 
 def region_of(site: str) -> str:

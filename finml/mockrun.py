@@ -10,7 +10,6 @@ inputs. One stack per process: the Pulumi runtime keeps global state.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import runpy
@@ -20,7 +19,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from finml.config import ConfigError, StackConfig, load_profiles_for, load_stack_file
+from finml.config import ConfigError, StackConfig, load_profiles_for, load_stack_file, yaml_scalar_to_json
 from finml.plan import Plan, PlanResource, normalise, wire_to_plan_value, write_plan
 
 PROJECT = "finml"
@@ -81,12 +80,6 @@ def make_monitor():
     return mocks, RecordingMonitor(mocks)
 
 
-def _yaml_scalar(value: Any) -> str:
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return value.isoformat()
-    raise TypeError(f"config value of type {type(value).__name__} is not JSON serialisable")
-
-
 def run_program(stack: StackConfig, program: Path) -> Plan:
     """Run `program` (a Pulumi program file) for `stack` under the mock runtime; return its plan."""
     import pulumi
@@ -102,7 +95,7 @@ def run_program(stack: StackConfig, program: Path) -> Plan:
             config[key] = f"<secret {key}: not decrypted by the offline preview>"
         else:
             # YAML dates (e.g. a waiver's `expires`) reach a Pulumi program as the strings the CLI passes on.
-            config[key] = value if isinstance(value, str) else json.dumps(value, default=_yaml_scalar)
+            config[key] = value if isinstance(value, str) else json.dumps(value, default=yaml_scalar_to_json)
     pulumi.runtime.set_all_config(config, list(stack.secret_keys))
     program = program.resolve()
     program_dir = str(program.parent)
@@ -114,9 +107,7 @@ def run_program(stack: StackConfig, program: Path) -> Plan:
         _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
     finally:
         os.chdir(cwd)
-    # As the Pulumi CLI passes it: JSON values (YAML dates become ISO strings).
-    plain_config = json.loads(json.dumps(stack.non_secret_config(), default=_yaml_scalar))
-    return Plan(project=PROJECT, stack=stack.stack, config=plain_config,
+    return Plan(project=PROJECT, stack=stack.stack, config=stack.non_secret_config(),
                 resources=list(monitor.records.values()))
 
 

@@ -209,35 +209,48 @@ def test_config_check_validates_waivers(tmp_path):
 
 def test_stack_file_waivers_reach_the_pack_through_preview_and_policy_check(tmp_path):
     """The whole path: stack file -> offline preview (YAML date -> ISO string, as the Pulumi CLI passes it) -> plan
-    config -> `finml policy check` derives the pack config with the waivers -> waived, exit 0."""
-    stacks = _stack_file_with(tmp_path / "s", """waivers:
+    -> `finml policy check` builds the pack config, waivers included, from the stack file (never from the plan)."""
+    waiver = """waivers:
   - rule: network-imds-hop-limit
     resources: ["urn:pulumi:dev::finml::*aws:ec2/launchTemplate:LaunchTemplate::*"]
     reason: vendor agent
     ticket: SEC-4711
     approver: ciso-delegate
-    expires: 2099-12-31""")
+    expires: {expires}"""
+    # One validation path: a waiver running past a year is a config error for preview exactly as for config check.
+    too_long = _stack_file_with(tmp_path / "long", waiver.format(expires="2099-12-31"))
+    proc = subprocess.run([sys.executable, "-m", "finml.cli", "--stacks-dir", str(too_long), "preview", "--stack",
+                           "dev", "--out", str(tmp_path / "long-out")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert proc.returncode == 2 and "waivers must end within a year" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "long-out" / "dev").exists()
+
+    expires = (datetime.date.today() + datetime.timedelta(days=30)).isoformat()
+    stacks = _stack_file_with(tmp_path / "s", waiver.format(expires=expires))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "finml.cli", "--stacks-dir", str(stacks), "preview", "--stack", "dev",
                            "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    # 2099 is more than a year away: the pack reports the waiver itself, and nothing is waived by it
-    assert proc.returncode == 1 and "policy-waivers-valid" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     data = json.loads((out / "dev" / "plan.json").read_text())
     platform = data["config"]["finml:platform"]
     platform = json.loads(platform) if isinstance(platform, str) else platform
-    assert platform["waivers"][0]["expires"] == "2099-12-31"
-    for r in data["resources"]:
+    assert platform["waivers"][0]["expires"] == expires
+    for r in data["resources"]:  # a finding for the waiver to cover; the plan's config stays the stack file's
         if r["type"] == "aws:ec2/launchTemplate:LaunchTemplate":
             r["props"]["metadataOptions"]["httpPutResponseHopLimit"] = 2
-    platform["waivers"][0]["expires"] = (datetime.date.today() + datetime.timedelta(days=30)).isoformat()
-    data["config"]["finml:platform"] = platform
     edited = tmp_path / "plan.json"
     edited.write_text(json.dumps(data))
-    check = subprocess.run([sys.executable, "-m", "finml.cli", "policy", "check", "--plan", str(edited), "--format",
-                            "json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    check = subprocess.run([sys.executable, "-m", "finml.cli", "--stacks-dir", str(stacks), "policy", "check",
+                            "--plan", str(edited), "--format", "json"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=600)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
     report = json.loads(check.stdout)["stacks"][0]
     assert report["violations"] == [] and {w["policy"] for w in report["waived"]} == {"network-imds-hop-limit"}
+    unwaived = _stack_file_with(tmp_path / "plain", "")  # same plan, stack file without the waiver: refused
+    check = subprocess.run([sys.executable, "-m", "finml.cli", "--stacks-dir", str(unwaived), "policy", "check",
+                            "--plan", str(edited), "--format", "json"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=600)
+    assert check.returncode == 2 and "waivers" in check.stderr, check.stderr[-2000:]
 
 
 # --- control ids in findings and the catalogue -------------------------------------------------------------------
