@@ -129,7 +129,7 @@ def _load_stack(args: argparse.Namespace, name: str):
 
     stack = load_stack_file(stack_file(name, _stacks_dir(args)), _profiles(args))
     # Waivers are judged by the pack's own code (unknown rule, expired, too long), so this needs the pack.
-    problems = waiver_problems(stack, pack_dir=_pack_dir(args))
+    problems = waiver_problems(stack, pack_dir=_pack_dir(args)) if stack.platform.waivers else []
     if problems:
         raise ConfigError(stack.source, [("", f"finml:platform.{problem}") for problem in problems])
     return stack

@@ -119,6 +119,8 @@ _MAPPING: dict[str, list[tuple[str, str]]] = {
     "residency-model-training-lineage": [("nist-800-53", "RA-2")] + _RESIDENCY,
     "residency-model-serving-site": _RESIDENCY,
     "residency-dataset-site": _RESIDENCY,
+    "residency-feature-view": _RESIDENCY,
+    "residency-feature-view-source": _RESIDENCY,
     "residency-log-destinations": _RESIDENCY + [("nist-800-53", "AU-9"), ("cis-eks", "2.1.1")],
     # encryption
     "encryption-s3-sse-kms-cmk": _AT_REST + _KEYS,

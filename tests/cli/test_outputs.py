@@ -34,7 +34,7 @@ def previewed(tmp_path_factory) -> Path:
 def test_a_run_leaves_only_its_complete_directory(previewed):
     assert sorted(p.name for p in previewed.iterdir()) == ["dev"]  # no staging directories left behind
     assert sorted(p.name for p in (previewed / "dev").iterdir()) == [
-        "plan.json", "policy.json", "policy.junit.xml", "policy.sarif"]
+        "plan.json", "policy.html", "policy.json", "policy.junit.xml", "policy.sarif"]
     umask = os.umask(0)
     os.umask(umask)
     assert _mode(previewed / "dev" / "plan.json") == 0o666 & ~umask, "new files get the umask's mode, not 0600"
