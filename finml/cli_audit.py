@@ -16,6 +16,21 @@ def _err(msg: str) -> None:
     print(f"finml: {msg}", file=sys.stderr)
 
 
+def _usage_errors_exit_2(command):
+    """`python -m finml.cli` runs the CLI as __main__, so finml.cli's UsageError raised here is another class than
+    the one main() catches: turn it into the one-line message and exit 2 here."""
+    def run(args: argparse.Namespace) -> int:
+        from finml.cli import UsageError
+
+        try:
+            return command(args)
+        except UsageError as exc:
+            _err(str(exc))
+            return EXIT_BAD_INPUT
+    run.__doc__ = command.__doc__
+    return run
+
+
 def _context(args: argparse.Namespace):
     from finml.audit.aws import AwsContext
 
@@ -52,6 +67,7 @@ def _drift_plan(args: argparse.Namespace, stack_name: str):
     return plan, str(path)
 
 
+@_usage_errors_exit_2
 def cmd_audit(args: argparse.Namespace) -> int:
     from finml.audit.aws import EnvironmentProblem
     from finml.audit.run import audit_stack
@@ -76,6 +92,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    if args.out:  # like `finml preview`: every machine format beside each other, the text report on stdout
+        out = Path(args.out)
+        for fmt, name in (("json", "audit.json"), ("sarif", "audit.sarif"), ("junit", "audit.junit.xml")):
+            write_text_atomic(out / name, render([result], fmt))
     text = render([result], args.format)
     if args.output:
         write_text_atomic(Path(args.output), text)
@@ -89,6 +109,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if result.mandatory else EXIT_OK
 
 
+@_usage_errors_exit_2
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from finml.audit.aws import EnvironmentProblem, describe_error
     from finml.audit.bootstrap import BootstrapRefused, bootstrap, plan_for
@@ -127,7 +148,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                           "bucket": plan.bucket, "keyAlias": plan.alias, "classification": plan.classification,
                           "changes": [c.__dict__ for c in changes], "changed": len(changed),
                           "login": f"pulumi login '{plan.login_url}'",
-                          "secretsProvider": plan.secrets_provider}, indent=2, sort_keys=True))
+                          "secretsProvider": plan.secrets_provider, "iamActionsUsed": ctx.iam_actions()},
+                         indent=2, sort_keys=True))
         return EXIT_OK
     for c in changes:
         print(f"  {c.action:<9} {c.what}" + (f" — {c.detail}" if c.detail else ""))
@@ -153,6 +175,7 @@ def register(sub) -> None:
     common(p)
     p.add_argument("--format", choices=FORMATS, default="text", help="report format (text)")
     p.add_argument("--output", help="write the report here instead of stdout")
+    p.add_argument("--out", help="also write DIR/audit.json, audit.sarif and audit.junit.xml")
     p.add_argument("--plan", help="finml-plan/1 file for drift (default: build/<stack>/plan.json if present)")
     p.add_argument("--no-drift", action="store_true", help="skip the drift check")
     p.add_argument("--workers", type=int, default=16, help="parallel API readers (16)")

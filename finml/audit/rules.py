@@ -183,7 +183,10 @@ class _Evaluator:
             return
         what = f"KMS key {k.name}"
         multi = k.props.get("MultiRegionConfiguration") or {}
-        replica = multi.get("MultiRegionKeyType") == "REPLICA"
+        # Primary or replica by the primary's ARN, not by MultiRegionKeyType alone (moto shares that field between a
+        # primary and its replicas; the ARN comparison is right everywhere).
+        primary = bool(multi) and (multi.get("PrimaryKey") or {}).get("Arn") == k.arn
+        replica = bool(multi) and not primary
         if not replica and not self.residency.declared(k.site):
             self.report("residency-aws-site-declared", k, f"{what} is in {k.site}, which is not a site of this "
                         f"stack (declared: {', '.join(self.residency.sites)}).")
@@ -201,7 +204,7 @@ class _Evaluator:
                 self.report("encryption-kms-no-wildcard-principal", k,
                             f"{what}: key policy statement {statement.get('Sid', position)!r} allows a wildcard "
                             f"principal.")
-        if multi.get("MultiRegionKeyType") == "PRIMARY":
+        if primary:
             cls = self.valid_classification(k)
             for rep in multi.get("ReplicaKeys") or []:
                 site = f"aws:{rep.get('Region')}"
