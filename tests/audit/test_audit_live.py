@@ -182,7 +182,7 @@ def test_no_credentials_is_an_environment_error(moto):
     env = aws_env()
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         env.pop(key)
-    proc = finml("audit", "--stack", STACK, "--endpoint-url", moto.url, env=env)
+    proc = finml("audit", "--stack", STACK, "--endpoint-url", moto.url, "--no-drift", env=env)
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "no AWS credentials" in proc.stderr
 
