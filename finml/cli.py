@@ -54,8 +54,9 @@ def _load_stack(args: argparse.Namespace, name: str):
     return load_stack_file(stack_file(name, _stacks_dir(args)))
 
 
-def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path) -> dict[str, Any]:
-    """The pack's `--policy-pack-config` document, derived from a stack's residency rules and sites."""
+def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path, today: str | None = None) -> dict[str, Any]:
+    """The pack's `--policy-pack-config` document, derived from a stack's residency rules, sites and waivers
+    (`today`: the day waiver expiry is judged on, YYYY-MM-DD; default: the pack's today)."""
     if str(pack_dir) not in sys.path:
         sys.path.insert(0, str(pack_dir))
     from finml_rules.config import pack_config  # the pack's own builder: one definition of its config format
@@ -63,10 +64,14 @@ def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path) -> di
     if hasattr(platform_config, "residency"):
         residency = {k: list(v) for k, v in platform_config.residency.items()}
         sites = sorted(platform_config.sites)
+        waivers = [w.to_pack() for w in getattr(platform_config, "waivers", [])]
+        accounts = [platform_config.aws_account_id] if getattr(platform_config, "aws_account_id", None) else []
     else:
         residency = platform_config.get("residency", {})
         sites = sorted(platform_config.get("sites", {}))
-    return pack_config(residency, sites)
+        waivers = list(platform_config.get("waivers") or [])
+        accounts = [platform_config["awsAccountId"]] if platform_config.get("awsAccountId") else []
+    return pack_config(residency, sites, waivers=waivers, waiver_date=today, account_ids=accounts)
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -112,7 +117,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
             _err(f"{prefix}: {exc}")
             return EXIT_BAD_INPUT
         results.append(result)
-        for fmt, suffix in (("json", "policy.json"), ("sarif", "policy.sarif"), ("junit", "policy.junit.xml")):
+        for fmt, suffix in (("json", "policy.json"), ("sarif", "policy.sarif"), ("junit", "policy.junit.xml"),
+                            ("html", "policy.html")):
             write_text_atomic(out_dir / name / suffix, render([result], fmt))
         print(render_text(result), end="")
         if len(names) > 1 or args.progress:
@@ -192,6 +198,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             stack = _load_stack(args, name)
         except ConfigError as exc:
             _err(str(exc))
+            worst = EXIT_BAD_INPUT
+            continue
+        waiver_problems = __import__("finml.cli_policies", fromlist=["x"]).waiver_problems(stack)
+        if waiver_problems:
+            for problem in waiver_problems:
+                _err(f"{stack.source}: finml:platform.{problem}")
             worst = EXIT_BAD_INPUT
             continue
         loaded.append(stack)
@@ -279,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     gpu = sub.add_parser("gpu", help="GPU tools").add_subparsers(dest="gpu_command", required=True)
     p = gpu.add_parser("probe", help="probe this host's GPUs with NVML (pass --help for options)", add_help=False)
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
-    from finml import cli_audit
-    cli_audit.register(sub)  # audit, bootstrap
+    __import__("finml.cli_policies", fromlist=["register"]).register(sub)
+    __import__("finml.cli_audit", fromlist=["register"]).register(sub)  # audit, bootstrap
     return parser
 
 

@@ -8,6 +8,7 @@ never as a traceback.
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import ipaddress
 import re
@@ -309,6 +310,22 @@ class Workloads(_Model):
     serving: list[ServingWorkload] = Field(default_factory=list, description="Inference services")
 
 
+class Waiver(_Model):
+    """An expiring exception: rule ``rule`` does not fail for ``resources``; enforced by the pack, which reports the
+    waived findings separately and refuses waivers of restricted-data residency findings."""
+
+    rule: str = Field(min_length=1, description="Rule id to waive (see `finml policies list`)")
+    resources: list[str] = Field(min_length=1, description="URNs or URN globs (fnmatch) the waiver covers")
+    reason: str = Field(min_length=1, description="Why the finding is accepted for now")
+    ticket: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*-\d+$", description="Tracking ticket, e.g. SEC-1234")
+    approver: str = Field(min_length=1, description="Who approved the exception")
+    expires: datetime.date = Field(strict=False, description="Last day the waiver applies (YYYY-MM-DD)")
+
+    def to_pack(self) -> dict[str, Any]:
+        return {"rule": self.rule, "resources": list(self.resources), "reason": self.reason, "ticket": self.ticket,
+                "approver": self.approver, "expires": self.expires.isoformat()}
+
+
 class Platform(_Model):
     environment: str = Field(description="Environment name", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
     description: str = Field(default="", description="What this environment is for")
@@ -330,6 +347,11 @@ class Platform(_Model):
         default=False,
         description="Create AWSServiceRoleForAutoScaling first (a fresh account lacks it, and KMS rejects key policies "
                     "naming a role that does not exist); leave false where the account already has it",
+    )
+    waivers: list[Waiver] = Field(
+        default_factory=list,
+        description="Expiring policy waivers (rule, resources, reason, ticket, approver, expires); never for "
+                    "restricted-data residency findings",
     )
 
     @field_validator("sites")

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ class Violation:
     message: str
     description: str
     remediation: str
+    controls: tuple[str, ...] = ()  # framework:id, e.g. pci-dss:3.5.1 (finml_rules/controls.py)
+    waiver: dict[str, Any] | None = None  # for a waived finding: the waiver that exempted it
 
 
 @dataclass
@@ -78,6 +80,8 @@ class CheckResult:
     resources_checked: int
     resources_by_type: dict[str, int] = field(default_factory=dict)
     resources_by_site: dict[str, int] = field(default_factory=dict)
+    waived: list[Violation] = field(default_factory=list)
+    data_placement: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def mandatory(self) -> list[Violation]:
@@ -97,8 +101,17 @@ class CheckResult:
             "resourcesBySite": dict(sorted(self.resources_by_site.items())),
             "summary": {"mandatory": len(self.mandatory), "advisory": len(self.advisory),
                         "passed": not self.mandatory},
-            "violations": [asdict(v) for v in self.violations],
+            "violations": [_violation_json(v) for v in self.violations],
+            "waived": [_violation_json(v) for v in self.waived],
         }
+
+
+def _violation_json(v: Violation) -> dict[str, Any]:
+    out = asdict(v)
+    out["controls"] = list(v.controls)
+    if out["waiver"] is None:
+        del out["waiver"]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ wire conversion
@@ -340,13 +353,18 @@ def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, An
                               f"{pack.stderr_text()[-3000:]}") from None
 
     by_name = {p.name: p for p in policies}
-    violations = []
+    controls, parse_waived = _pack_helpers(pack.pack_dir)
+    violations, waived = [], []
     for diag, default_urn in diagnostics:
         urn = diag.urn or default_urn
         res = index.get(urn)
         message = diag.message
         if message.startswith(diag.description):
             message = message[len(diag.description):].strip()
+        policy_name, waiver = diag.policyName, None
+        parsed = parse_waived(message) if policy_name == "policy-waived-findings" else None
+        if parsed is not None:
+            policy_name, message, waiver = parsed
         site, classification = "?", "?"
         m = _SUFFIX_RE.search(message)
         if m:
@@ -354,14 +372,65 @@ def _check_with(plan: Plan, pack: PolicyPackProcess, policy_config: dict[str, An
             message = message[:m.start()].rstrip()
         if site == "?" and res is not None:
             site = site_of(index, res)
-        policy = by_name.get(diag.policyName)
-        violations.append(Violation(
-            policy=diag.policyName, enforcement=LEVELS.get(diag.enforcementLevel, "advisory"),
-            severity=SEVERITIES.get(diag.severity, policy.severity if policy else "unspecified"),
+        policy = by_name.get(policy_name)
+        found = Violation(
+            policy=policy_name, enforcement=LEVELS.get(diag.enforcementLevel, "advisory"),
+            severity=(policy.severity if waiver is not None and policy else
+                      SEVERITIES.get(diag.severity, policy.severity if policy else "unspecified")),
             urn=urn, resource_type=res.type if res else "", resource_name=res.name if res else "",
             site=site, classification=classification, message=message or diag.description,
-            description=diag.description, remediation=policy.remediation if policy else ""))
+            description=policy.description if waiver is not None and policy else diag.description,
+            remediation=policy.remediation if policy else "",
+            controls=tuple(controls(policy_name)), waiver=waiver)
+        if waiver is not None:
+            waived.append(replace(found, enforcement="waived"))
+        else:
+            violations.append(found)
     violations.sort(key=lambda v: (v.enforcement != "mandatory", v.policy, v.urn, v.message))
+    waived.sort(key=lambda v: (v.policy, v.urn, v.message))
     return CheckResult(project=plan.project, stack=plan.stack, pack=info.name, pack_version=pack.version(info.version),
                        policies=policies, violations=violations, resources_checked=len(checked),
-                       resources_by_type=by_type, resources_by_site=by_site)
+                       resources_by_type=by_type, resources_by_site=by_site, waived=waived,
+                       data_placement=data_placement(plan, policy_config))
+
+
+def _pack_helpers(pack_dir: Path):
+    """The pack's own control catalogue and waived-finding parser (one definition of both)."""
+    if str(pack_dir) not in sys.path:
+        sys.path.insert(0, str(pack_dir))
+    try:
+        from finml_rules.controls import control_ids  # pylint: disable=import-outside-toplevel
+        from finml_rules.governance import parse_waived  # pylint: disable=import-outside-toplevel
+    except ImportError:  # another pack (tests' mini pack): no controls, no waivers
+        return (lambda name: []), (lambda message: None)
+    return control_ids, parse_waived
+
+
+_DATA_TYPES_HINT = ("aws:s3/bucket", "aws:ebs/volume", "aws:efs/", "aws:rds/", "aws:elasticache/", "aws:dynamodb/",
+                    "aws:fsx/", "aws:cloudwatch/logGroup", "kubernetes:core/v1:PersistentVolumeClaim",
+                    "finml:ml:Dataset", "finml:ml:Model")
+
+
+def data_placement(plan: Plan, policy_config: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Where every classified data-bearing resource lives and which residency pattern allows it (for the HTML
+    report's site x classification matrix). Best effort, like `site_of`; verdicts come from the pack."""
+    import fnmatch  # pylint: disable=import-outside-toplevel
+
+    residency = ((policy_config or {}).get("residency-aws-data-site") or {}).get("residency") or {}
+    index = plan.by_urn()
+    out = []
+    for r in plan.resources:
+        tags = r.props.get("tags") if isinstance(r.props.get("tags"), dict) else {}
+        meta = r.props.get("metadata") if isinstance(r.props.get("metadata"), dict) else {}
+        labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+        cls = tags.get("finml:classification") or labels.get("finml.io/classification") or (
+            r.props.get("classification") if r.type.startswith("finml:ml:") else None)
+        if not isinstance(cls, str) or not (r.type.startswith(_DATA_TYPES_HINT) or cls):
+            continue
+        site = r.props.get("site") if r.type == "finml:ml:Dataset" and isinstance(r.props.get("site"), str) \
+            else site_of(index, r)
+        allowed_by = next((p for p in residency.get(cls, []) if isinstance(site, str) and fnmatch.fnmatchcase(site, p)),
+                          "")
+        out.append({"urn": r.urn, "type": r.type, "name": r.name, "site": site, "classification": cls,
+                    "allowedBy": allowed_by})
+    return out

@@ -8,7 +8,7 @@ from xml.etree import ElementTree as ET
 from finml import __version__
 from finml.policy_check import CheckResult, Violation
 
-FORMATS = ("text", "json", "sarif", "junit")
+FORMATS = ("text", "json", "sarif", "junit", "html")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
@@ -38,8 +38,17 @@ def render_text(result: CheckResult, show_summary: bool = True) -> str:
             lines.append(f"        {v.message}")
             if v.remediation:
                 lines.append(f"        fix: {v.remediation}")
+    if result.waived:
+        lines.append(f"  Waived findings ({len(result.waived)}) — not failing, until their waiver expires:")
+        for v in result.waived:
+            w = v.waiver or {}
+            lines.append(f"    [{v.policy}] {v.severity} {v.urn or '(stack)'}")
+            lines.append(f"        {v.message}")
+            lines.append(f"        waived by {w.get('ticket')} (approver {w.get('approver')}, expires "
+                         f"{w.get('expires')}): {w.get('reason')}")
     verdict = "FAIL" if result.mandatory else "PASS"
-    lines.append(f"  policy result: {verdict} — {len(result.mandatory)} mandatory, {len(result.advisory)} advisory")
+    lines.append(f"  policy result: {verdict} — {len(result.mandatory)} mandatory, {len(result.advisory)} advisory, "
+                 f"{len(result.waived)} waived")
     return "\n".join(lines) + "\n"
 
 
@@ -61,8 +70,45 @@ def _sarif_rules(result: CheckResult) -> list[dict]:
         "fullDescription": {"text": p.description},
         "help": {"text": p.remediation or p.description},
         "defaultConfiguration": {"level": "error" if p.enforcement == "mandatory" else "warning"},
-        "properties": {"severity": p.severity, "enforcement": p.enforcement, "kind": p.kind},
+        "properties": {"severity": p.severity, "enforcement": p.enforcement, "kind": p.kind,
+                       "tags": _rule_controls(result, p.name)},
     } for p in sorted(result.policies, key=lambda p: p.name)]
+
+
+def _rule_controls(result: CheckResult, name: str) -> list[str]:
+    for v in list(result.violations) + list(result.waived):
+        if v.policy == name:
+            return list(v.controls)
+    from finml.policy_check import _pack_helpers, DEFAULT_PACK_DIR  # pylint: disable=import-outside-toplevel
+
+    return list(_pack_helpers(DEFAULT_PACK_DIR)[0](name))
+
+
+def _sarif_result(r: CheckResult, v: Violation, rule_ids: list[str]) -> dict:
+    out = {
+        "ruleId": v.policy,
+        "ruleIndex": rule_ids.index(v.policy) if v.policy in rule_ids else -1,
+        "level": _sarif_level(v),
+        "message": {"text": f"{v.message} (site {v.site}, classification {v.classification}). "
+                            f"Fix: {v.remediation}".strip()},
+        "locations": [{
+            "physicalLocation": {"artifactLocation": {"uri": _stack_file(r)}, "region": {"startLine": 1}},
+            "logicalLocations": [{"fullyQualifiedName": v.urn or f"stack:{r.stack}", "kind": "resource",
+                                  "name": v.resource_name or r.stack}],
+        }],
+        "partialFingerprints": {"finmlViolation/v1": f"{v.policy}|{v.urn}|{v.message}"},
+        "properties": {"stack": r.stack, "urn": v.urn, "site": v.site, "classification": v.classification,
+                       "severity": v.severity, "enforcement": v.enforcement, "remediation": v.remediation,
+                       "controls": list(v.controls)},
+    }
+    if v.waiver is not None:
+        w = v.waiver
+        out["suppressions"] = [{"kind": "external", "status": "accepted",
+                                "justification": f"{w.get('reason')} (ticket {w.get('ticket')}, approver "
+                                                 f"{w.get('approver')}, expires {w.get('expires')})",
+                                "properties": {"ticket": w.get("ticket"), "approver": w.get("approver"),
+                                               "expires": w.get("expires")}}]
+    return out
 
 
 def render_sarif(results: list[CheckResult]) -> str:
@@ -72,21 +118,7 @@ def render_sarif(results: list[CheckResult]) -> str:
     for r in results:
         rules = _sarif_rules(r)
         rule_ids = [rule["id"] for rule in rules]
-        sarif_results = [{
-            "ruleId": v.policy,
-            "ruleIndex": rule_ids.index(v.policy) if v.policy in rule_ids else -1,
-            "level": _sarif_level(v),
-            "message": {"text": f"{v.message} (site {v.site}, classification {v.classification}). "
-                                f"Fix: {v.remediation}".strip()},
-            "locations": [{
-                "physicalLocation": {"artifactLocation": {"uri": _stack_file(r)}, "region": {"startLine": 1}},
-                "logicalLocations": [{"fullyQualifiedName": v.urn or f"stack:{r.stack}", "kind": "resource",
-                                      "name": v.resource_name or r.stack}],
-            }],
-            "partialFingerprints": {"finmlViolation/v1": f"{v.policy}|{v.urn}|{v.message}"},
-            "properties": {"stack": r.stack, "urn": v.urn, "site": v.site, "classification": v.classification,
-                           "severity": v.severity, "enforcement": v.enforcement, "remediation": v.remediation},
-        } for v in r.violations]
+        sarif_results = [_sarif_result(r, v, rule_ids) for v in list(r.violations) + list(r.waived)]
         runs.append({
             "tool": {"driver": {"name": f"finml-{getattr(r, 'kind', 'policy')}", "version": __version__,
                                 "rules": rules}},
@@ -120,6 +152,11 @@ def render_junit(results: list[CheckResult]) -> str:
                 fail.text = body
             elif found:
                 ET.SubElement(case, "system-out").text = "advisory:\n" + body
+            waived = [v for v in r.waived if v.policy == p.name]
+            if waived:
+                ET.SubElement(case, "system-err" if found else "system-out").text = "waived:\n" + "\n".join(
+                    f"{v.urn or '(stack)'}: {v.message} — waived by {(v.waiver or {}).get('ticket')} until "
+                    f"{(v.waiver or {}).get('expires')}" for v in waived)
         suite.set("tests", str(len(r.policies)))
         suite.set("failures", str(failures))
         suite.set("errors", "0")
@@ -140,4 +177,8 @@ def render(results: list[CheckResult], fmt: str) -> str:
         return render_sarif(results)
     if fmt == "junit":
         return render_junit(results)
+    if fmt == "html":
+        from finml.report_html import render_html  # pylint: disable=import-outside-toplevel
+
+        return render_html(results)
     raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")

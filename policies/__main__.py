@@ -2,10 +2,13 @@
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-from finml_rules import encryption, gpu, kubernetes, network, residency
+from finml_rules import engine
+from finml_rules.config import all_policies
+
+engine.install()  # derive each resource once per request instead of once per rule (finml_rules/engine.py)
 
 PolicyPack(
     name="finml-guardrails",
     enforcement_level=EnforcementLevel.MANDATORY,
-    policies=residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES,
+    policies=all_policies(),
 )

@@ -97,6 +97,8 @@ class ClusterBase(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=k8s.core.v1.PodSpecArgs(
                         priority_class_name="system-node-critical",
+                        # The plugin talks to the kubelet over its socket, never to the API server.
+                        automount_service_account_token=False,
                         affinity=k8s.core.v1.AffinityArgs(node_affinity=k8s.core.v1.NodeAffinityArgs(
                             required_during_scheduling_ignored_during_execution=k8s.core.v1.NodeSelectorArgs(
                                 node_selector_terms=[k8s.core.v1.NodeSelectorTermArgs(match_expressions=[
@@ -110,11 +112,14 @@ class ClusterBase(pulumi.ComponentResource):
                             image_pull_policy="IfNotPresent",
                             env=[k8s.core.v1.EnvVarArgs(name="MIG_STRATEGY", value=self._args.mig_strategy),
                                  k8s.core.v1.EnvVarArgs(name="FAIL_ON_INIT_ERROR", value="true")],
+                            # Runs as root (it owns the kubelet's device-plugin socket), so kube-system is exempt
+                            # from run-as-non-root and hostPath; everything else still holds.
                             security_context=k8s.core.v1.SecurityContextArgs(
                                 allow_privilege_escalation=False,
-                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"])),
+                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
                             resources=k8s.core.v1.ResourceRequirementsArgs(
-                                requests={"cpu": "50m", "memory": "64Mi"}, limits={"memory": "256Mi"}),
+                                requests={"cpu": "50m", "memory": "64Mi"}, limits={"cpu": "500m", "memory": "256Mi"}),
                             volume_mounts=[k8s.core.v1.VolumeMountArgs(name="device-plugin",
                                                                        mount_path="/var/lib/kubelet/device-plugins")],
                         )],

@@ -26,6 +26,8 @@ from pulumi_policy import PolicyConfigSchema, PolicyResource, ReportViolation
 from pulumi_policy import proxy as _proxy
 from pulumi_policy.proxy import UnknownValueError
 
+from . import engine
+
 try:  # not-applicable is signalled with this exception; it must pass through the fail-closed guards
     from pulumi_policy.policy import _NotApplicableError as NotApplicable
 except ImportError:  # pragma: no cover - older/newer SDK layout
@@ -84,6 +86,10 @@ EFS_REPLICATION = "aws:efs/replicationConfiguration:ReplicationConfiguration"
 FSX_LUSTRE = "aws:fsx/lustreFileSystem:LustreFileSystem"
 RDS_INSTANCE = "aws:rds/instance:Instance"
 RDS_CLUSTER = "aws:rds/cluster:Cluster"
+RDS_CLUSTER_INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+FLOW_LOG = "aws:ec2/flowLog:FlowLog"
+EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 ELASTICACHE_RG = "aws:elasticache/replicationGroup:ReplicationGroup"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 BACKUP_PLAN = "aws:backup/plan:Plan"
@@ -92,8 +98,9 @@ BACKUP_SELECTION = "aws:backup/selection:Selection"
 DYNAMODB_TABLE = "aws:dynamodb/table:Table"
 DYNAMODB_TABLE_REPLICA = "aws:dynamodb/tableReplica:TableReplica"
 
+# Logs are data: control-plane and flow logs hold identities and addresses.
 AWS_DATA_TYPES = (S3_BUCKET, S3_BUCKET_V2, EBS_VOLUME, EBS_SNAPSHOT_COPY, EFS, FSX_LUSTRE, RDS_INSTANCE, RDS_CLUSTER,
-                  ELASTICACHE_RG, DYNAMODB_TABLE)
+                  RDS_CLUSTER_INSTANCE, ELASTICACHE_RG, DYNAMODB_TABLE, LOG_GROUP)
 
 K8S_NAMESPACE = "kubernetes:core/v1:Namespace"
 K8S_PVC = "kubernetes:core/v1:PersistentVolumeClaim"
@@ -109,6 +116,18 @@ for _kind in ("apps/v1:Deployment", "apps/v1:StatefulSet", "apps/v1:DaemonSet", 
               "batch/v1:Job", "core/v1:ReplicationController"):
     _TEMPLATE_PATHS[f"kubernetes:{_kind}"] = ("spec", "template")
 _TEMPLATE_PATHS[K8S_CRONJOB] = ("spec", "jobTemplate", "spec", "template")
+# Removed/deprecated API versions of the same workloads: still workloads (every pod rule checks them), and
+# k8s-deprecated-api-kinds rejects them.
+DEPRECATED_WORKLOAD_KINDS: tuple[str, ...] = (
+    "extensions/v1beta1:Deployment", "extensions/v1beta1:DaemonSet", "extensions/v1beta1:ReplicaSet",
+    "apps/v1beta1:Deployment", "apps/v1beta1:StatefulSet",
+    "apps/v1beta2:Deployment", "apps/v1beta2:StatefulSet", "apps/v1beta2:DaemonSet", "apps/v1beta2:ReplicaSet",
+)
+for _kind in DEPRECATED_WORKLOAD_KINDS:
+    _TEMPLATE_PATHS[f"kubernetes:{_kind}"] = ("spec", "template")
+_TEMPLATE_PATHS["kubernetes:batch/v1beta1:CronJob"] = ("spec", "jobTemplate", "spec", "template")
+DEPRECATED_WORKLOAD_TYPES: tuple[str, ...] = tuple(f"kubernetes:{k}" for k in DEPRECATED_WORKLOAD_KINDS) + (
+    "kubernetes:batch/v1beta1:CronJob",)
 _TEMPLATE_PATHS[K8S_POD_TEMPLATE] = ("template",)
 _TEMPLATE_PATHS[K8S_POD] = ()
 for _type, _path in list(_TEMPLATE_PATHS.items()):  # server-side-apply patches keep the pod spec in the same place
@@ -176,6 +195,11 @@ def plain(value: Any) -> Any:
                 items.append(UNKNOWN)
         return items
     return value
+
+
+def props_of(args: Any) -> Any:
+    """Plain props of the resource a resource rule is looking at, computed once per request for all rules."""
+    return engine.cached(("props", args.urn), lambda: plain(args.props))
 
 
 def get(obj: Any, *path: Any, default: Any = None) -> Any:
@@ -301,6 +325,13 @@ def pod_template_labels(resource_type: str, props: Mapping[str, Any]) -> Any:
     if not path:
         return {}
     return get(props, *path, "metadata", "labels", default={})
+
+
+def pod_template_annotations(resource_type: str, props: Mapping[str, Any]) -> Any:
+    path = _TEMPLATE_PATHS.get(resource_type)
+    if path is None:
+        return {}
+    return get(props, *path, "metadata", "annotations", default={})
 
 
 def k8s_label_values(resource_type: str, props: Mapping[str, Any], key: str) -> Any:
@@ -505,10 +536,25 @@ class StackIndex:
         self.resources = list(resources)
         self.by_urn = {r.urn: r for r in self.resources}
         self.children: dict[str, list[PolicyResource]] = defaultdict(list)
+        self._by_type: dict[str, list[PolicyResource]] = defaultdict(list)
         for resource in self.resources:
+            self._by_type[resource.resource_type].append(resource)
             if resource.parent is not None:
                 self.children[resource.parent.urn].append(resource)
         self._props: dict[str, Any] = {}
+        self._memo: dict[Any, Any] = {}
+
+    @classmethod
+    def of(cls, args: Any) -> "StackIndex":
+        """The index of this stack request: built once per request and shared by every stack rule (see
+        engine.py); built afresh when no request is running (direct calls in tests)."""
+        return engine.cached(("stack-index",), lambda: cls(args.resources))
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Per-index memo for derived facts several rules need (e.g. which buckets a resource applies to)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def props(self, resource: Any) -> Any:
         if resource.urn not in self._props:
@@ -516,7 +562,10 @@ class StackIndex:
         return self._props[resource.urn]
 
     def of_type(self, *types: str) -> list[PolicyResource]:
-        return [r for r in self.resources if r.resource_type in types]
+        if len(types) == 1:
+            return list(self._by_type.get(types[0], ()))
+        wanted = set(types)
+        return [r for r in self.resources if r.resource_type in wanted]
 
     def descendants(self, resource: PolicyResource) -> list[PolicyResource]:
         found, pending = [], list(self.children.get(resource.urn, []))
@@ -666,20 +715,96 @@ class StackIndex:
 
 # --- policy construction -----------------------------------------------------------------------------
 
+WAIVER_SCHEMA_PROPERTIES: dict[str, dict[str, Any]] = {
+    "waivers": {
+        "type": "array",
+        "description": "waivers of this rule from the stack config (rule, resources, reason, ticket, approver, "
+                       "expires); see finml_rules/waivers.py",
+        "items": {},
+        "default": [],
+    },
+    "waiverDate": {
+        "type": "string",
+        "description": "the day waiver expiry is judged on (YYYY-MM-DD; default: today, UTC) - for reproducible "
+                       "checks and tests",
+    },
+}
+
+_SUFFIX_RE = re.compile(r"\s*\[site=(?P<site>[^;\]]*); classification=(?P<cls>[^\]]*)\]\s*$")
+
+
+def with_waiver_schema(schema: Optional[PolicyConfigSchema]) -> PolicyConfigSchema:
+    properties = dict(schema.properties) if schema is not None else {}
+    properties.update(WAIVER_SCHEMA_PROPERTIES)
+    return PolicyConfigSchema(properties=properties, required=schema.required if schema is not None else None)
+
+
+def _waiving(name: str, validate: Callable[[Any, ReportViolation], None]) -> Callable[[Any, ReportViolation], None]:
+    """Apply the stack's waivers of rule ``name`` to its findings: a waived finding is handed to
+    ``policy-waived-findings`` (advisory) instead of being reported here; a refused waiver stays a violation and
+    says why."""
+    from . import waivers as waiver_rules  # pylint: disable=import-outside-toplevel
+
+    @functools.wraps(validate)
+    def wrapper(args: Any, report: ReportViolation) -> None:
+        config = args.get_config() or {}
+        raw = config.get("waivers") if hasattr(config, "get") else None
+        if not raw:
+            validate(args, report)
+            return
+        waivers, _ = waiver_rules.parse_waivers(plain(raw))  # malformed ones are policy-waivers-valid's business
+        waivers = [w for w in waivers if w.rule == name]
+        if not waivers:
+            validate(args, report)
+            return
+        today = waiver_rules.parse_date(config.get("waiverDate")) or waiver_rules.today_utc()
+        default_urn = getattr(args, "urn", None)
+
+        def waiving_report(message: str, urn: Optional[str] = None) -> None:
+            target = urn or default_urn
+            match = _SUFFIX_RE.search(message or "")
+            cls = match.group("cls").strip() if match else None
+            decision = waiver_rules.evaluate(name, target, cls, waivers, today)
+            if decision.waived:
+                engine.record_waived({"rule": name, "urn": target or "", "message": message,
+                                      "waiver": decision.waiver.as_dict()})
+                return
+            if decision.refused:
+                text, suffix = (message[:match.start()], message[match.start():]) if match else (message, "")
+                message = f"{text} ({decision.refused}){suffix}"
+            report(message, urn)
+
+        validate(args, waiving_report)
+
+    return wrapper
+
+
 def resource_policy(name: str, description: str, validate: Callable[..., None], severity: Any, remediation: str,
-                    config_schema: Optional[PolicyConfigSchema] = None) -> Any:
+                    config_schema: Optional[PolicyConfigSchema] = None,
+                    types: Optional[Iterable[str]] = None, prefix: Optional[str] = None) -> Any:
+    """A resource rule. ``types``/``prefix``: the resource types it looks at (it must return for any other type);
+    the pack's Analyze skips it for other types (engine.py) - a speed-up only, the rule still checks itself."""
     from pulumi_policy import EnforcementLevel, ResourceValidationPolicy
-    return ResourceValidationPolicy(name=name, description=description, validate=fail_closed(validate),
-                                    enforcement_level=EnforcementLevel.MANDATORY, severity=severity,
-                                    remediation_steps=remediation, config_schema=config_schema)
+    policy = ResourceValidationPolicy(name=name, description=description,
+                                      validate=_waiving(name, fail_closed(validate)),
+                                      enforcement_level=EnforcementLevel.MANDATORY, severity=severity,
+                                      remediation_steps=remediation, config_schema=with_waiver_schema(config_schema))
+    if types is not None or prefix is not None:
+        wanted = frozenset(types or ())
+        policy.finml_applies = (lambda t: t in wanted or (prefix is not None and t.startswith(prefix)))
+    return policy
 
 
 def stack_policy(name: str, description: str, validate: Callable[..., None], severity: Any, remediation: str,
-                 config_schema: Optional[PolicyConfigSchema] = None) -> Any:
+                 config_schema: Optional[PolicyConfigSchema] = None, waivable: bool = True,
+                 enforcement: Optional[Any] = None) -> Any:
     from pulumi_policy import EnforcementLevel, StackValidationPolicy
-    return StackValidationPolicy(name=name, description=description, validate=fail_closed(validate),
-                                 enforcement_level=EnforcementLevel.MANDATORY, severity=severity,
-                                 remediation_steps=remediation, config_schema=config_schema)
+    checked = fail_closed(validate)
+    return StackValidationPolicy(name=name, description=description,
+                                 validate=_waiving(name, checked) if waivable else checked,
+                                 enforcement_level=enforcement or EnforcementLevel.MANDATORY, severity=severity,
+                                 remediation_steps=remediation,
+                                 config_schema=with_waiver_schema(config_schema) if waivable else config_schema)
 
 
 def require_residency(args: Any, report: ReportViolation, applicable: Iterable[Any]) -> Optional[Residency]:

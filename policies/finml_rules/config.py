@@ -18,8 +18,12 @@ ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
 
 
 def all_policies() -> list:
-    from . import encryption, gpu, kubernetes, network, residency  # pylint: disable=import-outside-toplevel
-    return residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES
+    from . import (  # pylint: disable=import-outside-toplevel
+        encryption, governance, gpu, kubernetes, logs, network, pods, residency, stores,
+    )
+    # governance last: policy-waived-findings must run after every other stack rule (see governance.py)
+    return (residency.POLICIES + logs.POLICIES + encryption.POLICIES + stores.POLICIES + network.POLICIES
+            + kubernetes.POLICIES + pods.POLICIES + gpu.POLICIES + governance.POLICIES)
 
 
 def all_policy_names() -> list[str]:
@@ -41,14 +45,19 @@ def _check_pattern(pattern: Any, where: str) -> None:
 def pack_config(residency: dict[str, list[str]], sites: list[str],
                 enforcement: Optional[dict[str, str]] = None,
                 exempt_namespaces: Optional[list[str]] = None,
-                allowed_provider_packages: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+                allowed_provider_packages: Optional[list[str]] = None,
+                waivers: Optional[list[Any]] = None,
+                account_ids: Optional[list[str]] = None,
+                waiver_date: Optional[str] = None) -> dict[str, dict[str, Any]]:
     """The JSON object for ``--policy-pack-config``: policy name -> {enforcementLevel, config props}.
 
     ``residency``: classification -> allowed site patterns; ``sites``: the stack's declared sites;
     ``enforcement``: optional per-policy level overrides (advisory/mandatory/disabled);
     ``exempt_namespaces``: Kubernetes namespaces exempt from pod-hardening rules (default kube-system);
     ``allowed_provider_packages``: provider packages residency-provider-allowlist accepts (default aws,
-    kubernetes, command).
+    kubernetes, command); ``waivers``: the stack's waivers (each rule gets its own, policy-waivers-valid all of
+    them, malformed ones included so the pack reports them); ``waiver_date``: the day expiry is judged on
+    (YYYY-MM-DD, default today in the pack).
     Raises ValueError naming the offending key on bad input."""
     if not isinstance(residency, dict) or not residency:
         raise ValueError("residency must map classifications to lists of allowed site patterns")
@@ -78,13 +87,24 @@ def pack_config(residency: dict[str, list[str]], sites: list[str],
     if not all(isinstance(p, str) and p for p in packages):
         raise ValueError("allowed_provider_packages must be a list of package names")
     values = {"residency": {k: list(v) for k, v in residency.items()}, "sites": list(sites),
-              "exemptNamespaces": namespaces, "allowedProviderPackages": packages}
+              "exemptNamespaces": namespaces, "allowedProviderPackages": packages,
+              "accountIds": [a for a in (account_ids or []) if isinstance(a, str)]}
+    all_waivers = list(waivers or [])
     config: dict[str, dict[str, Any]] = {}
     for policy in policies:
         default_level = policy.enforcement_level.value if policy.enforcement_level else "mandatory"
         entry: dict[str, Any] = {"enforcementLevel": enforcement.get(policy.name, default_level)}
         schema = policy.config_schema.properties if policy.config_schema else {}
         for prop in schema:
-            entry[prop] = values[prop]
+            if prop == "waivers":
+                own = [w for w in all_waivers if isinstance(w, dict) and w.get("rule") == policy.name]
+                chosen = all_waivers if policy.name in ("policy-waivers-valid",) else own
+                if chosen:
+                    entry[prop] = chosen
+            elif prop == "waiverDate":
+                if waiver_date is not None:
+                    entry[prop] = waiver_date
+            else:
+                entry[prop] = values[prop]
         config[policy.name] = entry
     return config

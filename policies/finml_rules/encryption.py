@@ -11,14 +11,14 @@ import fnmatch
 import json
 from typing import Any, Optional
 
-from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
+from pulumi_policy import PolicyConfigSchema, ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .common import (
     DYNAMODB_TABLE, EBS_DEFAULT_ENCRYPTION, EBS_SNAPSHOT_COPY, EBS_VOLUME, EC2_INSTANCE, EFS, EKS_CLUSTER,
     ELASTICACHE_RG, FSX_LUSTRE, KEY_TYPES, KMS_KEY, KMS_KEY_POLICY, KMS_REPLICA_KEY, LAUNCH_TEMPLATE, RDS_CLUSTER,
     RDS_INSTANCE, S3_BUCKET_TYPES, S3_POLICY, S3_SSE_TYPES, UNKNOWN, StackIndex, as_bool, as_list, aws_site,
     classification_of, describe, failing_closed, get, plain, resource_policy, stack_policy, violation_message,
-)
+props_of, )
 from .residency import linked_buckets
 
 KMS_ALGORITHMS = ("aws:kms", "aws:kms:dsse")
@@ -50,12 +50,13 @@ def _sse_configs_for(index: StackIndex, bucket: Any) -> list[Any]:
 
 
 def s3_sse_kms_cmk(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
             site, cls = index.aws_site(bucket).value, index.classification(bucket).value
             configs = _sse_configs_for(index, bucket)
-            if not configs:
+            inline = get(index.props(bucket), "serverSideEncryptionConfiguration")
+            if not configs and inline is None:
                 report(violation_message(f"{describe(bucket)} has no server-side encryption configuration.", site, cls),
                        bucket.urn)
                 continue
@@ -64,15 +65,23 @@ def s3_sse_kms_cmk(args: StackValidationArgs, report: ReportViolation) -> None:
                 for problem in problems:
                     report(violation_message(f"{describe(bucket)}: {describe(config)} {problem}.", site, cls),
                            bucket.urn)
+            if inline is not None:  # the deprecated inline input of aws.s3.Bucket encrypts just the same
+                rules = UNKNOWN if inline is UNKNOWN else as_list(get(inline, "rule"))
+                for problem in _rules_problems(index, bucket, "serverSideEncryptionConfiguration", rules):
+                    report(violation_message(f"{describe(bucket)}: its inline serverSideEncryptionConfiguration "
+                                             f"{problem}.", site, cls), bucket.urn)
 
 
 def _sse_problems(index: StackIndex, config: Any) -> list[str]:
-    rules = as_list(get(index.props(config), "rules"))
+    return _rules_problems(index, config, "rules", as_list(get(index.props(config), "rules")))
+
+
+def _rules_problems(index: StackIndex, owner: Any, prop: str, rules: Any) -> list[str]:
     if rules is UNKNOWN:
         return ["has rules that are unknown during preview (failing closed)"]
     if not rules:
         return ["has no rules"]
-    stack_keys = index.refs(config, "rules", KEY_TYPES)
+    stack_keys = index.refs(owner, prop, KEY_TYPES)
     problems = []
     for position, rule in enumerate(rules):
         default = get(rule, "applyServerSideEncryptionByDefault")
@@ -96,10 +105,16 @@ def _sse_problems(index: StackIndex, config: Any) -> list[str]:
 
 
 def s3_bucket_key(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type not in S3_SSE_TYPES:
+    if args.resource_type not in S3_SSE_TYPES + S3_BUCKET_TYPES:
         return
-    props = plain(args.props)
-    rules = as_list(get(props, "rules"))
+    props = props_of(args)
+    if args.resource_type in S3_BUCKET_TYPES:  # the deprecated inline configuration, when used
+        inline = get(props, "serverSideEncryptionConfiguration")
+        if inline is None:
+            return
+        rules = UNKNOWN if inline is UNKNOWN else as_list(get(inline, "rule"))
+    else:
+        rules = as_list(get(props, "rules"))
     site = aws_site(props, args.provider).value
     if rules is UNKNOWN:
         report(violation_message(f"{describe(args)}: its rules are unknown during preview; failing closed.", site),
@@ -138,11 +153,46 @@ def _values(value: Any) -> list[Any]:
     return [v for v in as_list(value)] if value is not UNKNOWN else [UNKNOWN]
 
 
-def _is_wildcard_principal(principal: Any) -> bool:
-    if principal == "*":
-        return True
+def _principal_values(principal: Any) -> list[Any]:
+    """Every principal a Principal block names, whatever its shape: "*", ["*", ...], {"AWS": "*"},
+    {"AWS": ["arn:...", "*"]}, {"Service": [...], "AWS": ...}."""
     if isinstance(principal, dict):
-        return any("*" in _values(v) for v in principal.values())
+        return [v for value in principal.values() for v in _values(value)]
+    return _values(principal)
+
+
+def _is_wildcard_principal(principal: Any) -> bool:
+    """True when any named principal is everyone: "*" or an ARN whose account is a wildcard (arn:aws:iam::*:root)."""
+    for value in _principal_values(principal):
+        if value == "*":
+            return True
+        if isinstance(value, str) and value is not UNKNOWN and value.startswith("arn:") and \
+                ":iam::*:" in value:
+            return True
+    return False
+
+
+ACCOUNT_CONDITION_KEYS = ("kms:calleraccount", "aws:principalaccount", "aws:sourceaccount")
+_ACCOUNT_RE = __import__("re").compile(r"^\d{12}$")
+
+
+def _restricted_to_accounts(statement: dict, accounts: tuple[str, ...]) -> bool:
+    """A wildcard principal is fine when a condition pins the caller to the stack's own account(s): StringEquals
+    (not ...IfExists, not a negated or like operator) on kms:CallerAccount, aws:PrincipalAccount or
+    aws:SourceAccount with only concrete 12-digit account ids, all of them the stack's own when it names them."""
+    condition = statement.get("Condition")
+    if not isinstance(condition, dict):
+        return False
+    for operator, block in condition.items():
+        if operator not in ("StringEquals", "ForAnyValue:StringEquals") or not isinstance(block, dict):
+            continue
+        for key, value in block.items():
+            if not isinstance(key, str) or key.lower() not in ACCOUNT_CONDITION_KEYS:
+                continue
+            values = _values(value)
+            if values and all(isinstance(v, str) and v is not UNKNOWN and _ACCOUNT_RE.match(v) for v in values) \
+                    and (not accounts or all(v in accounts for v in values)):
+                return True
     return False
 
 
@@ -172,7 +222,7 @@ def _denies_insecure_transport(statement: dict, bucket_name: Any) -> bool:
 
 
 def s3_tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     policies = index.of_type(S3_POLICY)
     for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
@@ -201,7 +251,7 @@ def s3_tls_only(args: StackValidationArgs, report: ReportViolation) -> None:
 # --- block storage -----------------------------------------------------------------------------------------------
 
 def ebs_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    props = plain(args.props)
+    props = props_of(args)
     if args.resource_type in (EBS_VOLUME, EBS_SNAPSHOT_COPY):
         _require_true(report, args, props, get(props, "encrypted"), "`encrypted`", absent_means=False)
     elif args.resource_type == EBS_DEFAULT_ENCRYPTION:
@@ -209,7 +259,7 @@ def ebs_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None
 
 
 def block_devices_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    props = plain(args.props)
+    props = props_of(args)
     if args.resource_type == LAUNCH_TEMPLATE:
         devices = as_list(get(props, "blockDeviceMappings"))
         if devices is UNKNOWN:
@@ -235,7 +285,7 @@ def block_devices_encrypted(args: ResourceValidationArgs, report: ReportViolatio
 # --- managed services ----------------------------------------------------------------------------------------------
 
 def eks_secrets(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     for cluster in index.of_type(EKS_CLUSTER):
         with failing_closed(report, cluster.urn, describe(cluster)):
             site = index.aws_site(cluster).value
@@ -256,7 +306,7 @@ def eks_secrets(args: StackValidationArgs, report: ReportViolation) -> None:
 
 
 def file_systems_at_rest(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    props = plain(args.props)
+    props = props_of(args)
     if args.resource_type == EFS:
         _require_true(report, args, props, get(props, "encrypted"), "`encrypted`", absent_means=False)
     elif args.resource_type == FSX_LUSTRE:
@@ -272,11 +322,42 @@ def file_systems_at_rest(args: ResourceValidationArgs, report: ReportViolation) 
                                      "customer-managed key.", site, cls), args.urn)
 
 
-def rds_at_rest(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER):
-        return
-    props = plain(args.props)
-    _require_true(report, args, props, get(props, "storageEncrypted"), "`storageEncrypted`", absent_means=False)
+def rds_at_rest(args: StackValidationArgs, report: ReportViolation) -> None:
+    """storageEncrypted must be true - except on a read replica that leaves it unset: a replica of an encrypted
+    primary in the same site is encrypted too (AWS inherits it); a cross-site one must set its own key."""
+    index = StackIndex.of(args)
+    for database in index.of_type(RDS_INSTANCE, RDS_CLUSTER):
+        with failing_closed(report, database.urn, describe(database)):
+            props = index.props(database)
+            site, cls = index.aws_site(database).value, index.classification(database).value
+            flag = as_bool(get(props, "storageEncrypted"))
+            source = get(props, "replicateSourceDb")
+            if flag is True:
+                continue
+            if flag is UNKNOWN:
+                problem = "`storageEncrypted` is unknown during preview; failing closed"
+            elif flag is None and source is not None:
+                problem = _replica_encryption_problem(index, database, site)
+                if problem is None:
+                    continue
+            else:
+                problem = f"`storageEncrypted` must be true (is {'not set' if flag is None else repr(flag)})"
+            report(violation_message(f"{describe(database)}: {problem}.", site, cls), database.urn)
+
+
+def _replica_encryption_problem(index: StackIndex, replica: Any, site: Optional[str]) -> Optional[str]:
+    primaries = index.refs(replica, "replicateSourceDb", (RDS_INSTANCE, RDS_CLUSTER))
+    if not primaries:
+        return ("it is a read replica of a database outside this stack and does not set `storageEncrypted`, so "
+                "whether it inherits encryption cannot be shown; failing closed")
+    for primary in primaries:
+        primary_site = index.aws_site(primary).value
+        if as_bool(get(index.props(primary), "storageEncrypted")) is not True:
+            return f"it is a read replica of {describe(primary)}, which is not encrypted at rest"
+        if primary_site != site and get(index.props(replica), "kmsKeyId") is None:
+            return (f"it is a cross-site read replica of {describe(primary)} ({primary_site} -> {site}); set "
+                    "`storageEncrypted: true` and kmsKeyId to a key of its own site")
+    return None
 
 
 RDS_PARAMETER_GROUP = "aws:rds/parameterGroup:ParameterGroup"
@@ -330,7 +411,7 @@ def _rds_tls_problem(index: StackIndex, database: Any) -> Optional[str]:
 
 
 def rds_in_transit(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     for database in index.of_type(RDS_INSTANCE, RDS_CLUSTER):
         with failing_closed(report, database.urn, describe(database)):
             problem = _rds_tls_problem(index, database)
@@ -343,7 +424,7 @@ def rds_in_transit(args: StackValidationArgs, report: ReportViolation) -> None:
 def elasticache_encrypted(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != ELASTICACHE_RG:
         return
-    props = plain(args.props)
+    props = props_of(args)
     _require_true(report, args, props, get(props, "atRestEncryptionEnabled"), "`atRestEncryptionEnabled`",
                   absent_means=None)
     _require_true(report, args, props, get(props, "transitEncryptionEnabled"), "`transitEncryptionEnabled`",
@@ -353,7 +434,7 @@ def elasticache_encrypted(args: ResourceValidationArgs, report: ReportViolation)
 def dynamodb_cmk(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != DYNAMODB_TABLE:
         return
-    props = plain(args.props)
+    props = props_of(args)
     _require_true(report, args, props, get(props, "serverSideEncryption", "enabled"), "serverSideEncryption.enabled",
                   absent_means=False)
     if as_bool(get(props, "serverSideEncryption", "enabled")) is True and get(props, "serverSideEncryption",
@@ -368,7 +449,7 @@ def dynamodb_cmk(args: ResourceValidationArgs, report: ReportViolation) -> None:
 def kms_rotation(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != KMS_KEY:
         return
-    props = plain(args.props)
+    props = props_of(args)
     usage, specs = get(props, "keyUsage"), [get(props, "keySpec"), get(props, "customerMasterKeySpec")]
     if usage is UNKNOWN or any(spec is UNKNOWN for spec in specs):
         site, cls = _context(args, props)
@@ -383,7 +464,7 @@ def kms_rotation(args: ResourceValidationArgs, report: ReportViolation) -> None:
 def kms_no_wildcard_principal(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in (KMS_KEY, KMS_REPLICA_KEY, KMS_KEY_POLICY):
         return
-    props = plain(args.props)
+    props = props_of(args)
     policy = get(props, "policy")
     if policy is None and args.resource_type != KMS_KEY_POLICY:
         return  # the default key policy grants only the account
@@ -394,13 +475,22 @@ def kms_no_wildcard_principal(args: ResourceValidationArgs, report: ReportViolat
     if problem:
         report(violation_message(f"{describe(args)}: its key policy {problem}; failing closed.", site, cls), args.urn)
         return
+    accounts = tuple(a for a in as_list(plain(args.get_config() or {}).get("accountIds")) if isinstance(a, str))
     for position, statement in enumerate(statements):
         if statement.get("Effect") != "Allow":
             continue
-        if "NotPrincipal" in statement or _is_wildcard_principal(statement.get("Principal")) or \
-                UNKNOWN in _values(statement.get("Principal")):
-            sid = statement.get("Sid", position)
-            report(violation_message(f"{describe(args)}: key policy statement {sid!r} allows a wildcard principal.",
+        sid = statement.get("Sid", position)
+        principals = _principal_values(statement.get("Principal"))
+        if "NotPrincipal" in statement:
+            report(violation_message(f"{describe(args)}: key policy statement {sid!r} allows everyone but a "
+                                     "NotPrincipal list.", site, cls), args.urn)
+        elif UNKNOWN in principals:
+            report(violation_message(f"{describe(args)}: key policy statement {sid!r} has a principal unknown during "
+                                     "preview; failing closed.", site, cls), args.urn)
+        elif _is_wildcard_principal(statement.get("Principal")) and not _restricted_to_accounts(statement, accounts):
+            report(violation_message(f"{describe(args)}: key policy statement {sid!r} allows a wildcard principal "
+                                     "without a condition pinning the caller to this stack's account "
+                                     "(kms:CallerAccount, aws:PrincipalAccount or aws:SourceAccount).",
                                      site, cls), args.urn)
 
 
@@ -412,7 +502,8 @@ POLICIES: list = [
                  "Add a BucketServerSideEncryptionConfiguration with sseAlgorithm aws:kms and the site's KMS key."),
     resource_policy("encryption-s3-bucket-key",
                     "Ensure SSE-KMS bucket encryption enables the S3 Bucket Key.",
-                    s3_bucket_key, Severity.MEDIUM, "Set bucketKeyEnabled: true on every SSE-KMS rule."),
+                    s3_bucket_key, Severity.MEDIUM, "Set bucketKeyEnabled: true on every SSE-KMS rule.",
+                    types=S3_SSE_TYPES + S3_BUCKET_TYPES),
     stack_policy("encryption-s3-tls-only",
                  "Ensure every S3 bucket has a bucket policy denying requests without TLS on the bucket and its "
                  "objects.",
@@ -420,11 +511,11 @@ POLICIES: list = [
                  "Attach a bucket policy with Deny s3:* for Principal * when aws:SecureTransport is false."),
     resource_policy("encryption-ebs-encrypted",
                     "Ensure EBS volumes and snapshot copies are encrypted and account default encryption stays on.",
-                    ebs_encrypted, Severity.HIGH, "Set encrypted: true with the site's KMS key."),
+                    ebs_encrypted, Severity.HIGH, "Set encrypted: true with the site's KMS key.", types=(EBS_VOLUME, EBS_SNAPSHOT_COPY, EBS_DEFAULT_ENCRYPTION)),
     resource_policy("encryption-block-devices-encrypted",
                     "Ensure launch-template and instance EBS block devices are encrypted.",
                     block_devices_encrypted, Severity.HIGH,
-                    "Set ebs.encrypted (launch templates) / encrypted (instances) to true with the site's KMS key."),
+                    "Set ebs.encrypted (launch templates) / encrypted (instances) to true with the site's KMS key.", types=(LAUNCH_TEMPLATE, EC2_INSTANCE)),
     stack_policy("encryption-eks-secrets",
                  "Ensure EKS clusters envelope-encrypt Kubernetes secrets with a KMS key.",
                  eks_secrets, Severity.HIGH,
@@ -432,10 +523,11 @@ POLICIES: list = [
     resource_policy("encryption-file-systems-at-rest",
                     "Ensure EFS and persistent FSx for Lustre file systems are encrypted at rest with a KMS key.",
                     file_systems_at_rest, Severity.HIGH,
-                    "Set encrypted: true (EFS) / kmsKeyId (persistent FSx for Lustre)."),
-    resource_policy("encryption-rds-at-rest",
-                    "Ensure RDS instances and clusters encrypt storage at rest.",
-                    rds_at_rest, Severity.HIGH, "Set storageEncrypted: true with the site's KMS key."),
+                    "Set encrypted: true (EFS) / kmsKeyId (persistent FSx for Lustre).", types=(EFS, FSX_LUSTRE)),
+    stack_policy("encryption-rds-at-rest",
+                 "Ensure RDS instances and clusters encrypt storage at rest (same-site read replicas of an encrypted "
+                 "primary inherit it).",
+                 rds_at_rest, Severity.HIGH, "Set storageEncrypted: true with the site's KMS key."),
     stack_policy("encryption-rds-in-transit",
                  "Ensure RDS databases force TLS in transit through their parameter group.",
                  rds_in_transit, Severity.HIGH,
@@ -444,17 +536,23 @@ POLICIES: list = [
     resource_policy("encryption-elasticache",
                     "Ensure ElastiCache replication groups encrypt data at rest and in transit.",
                     elasticache_encrypted, Severity.HIGH,
-                    "Set atRestEncryptionEnabled and transitEncryptionEnabled to true."),
+                    "Set atRestEncryptionEnabled and transitEncryptionEnabled to true.", types=(ELASTICACHE_RG,)),
     resource_policy("encryption-dynamodb-cmk",
                     "Ensure DynamoDB tables use server-side encryption with a customer-managed key.",
                     dynamodb_cmk, Severity.MEDIUM,
-                    "Set serverSideEncryption {enabled: true, kmsKeyArn: <site KMS key>}."),
+                    "Set serverSideEncryption {enabled: true, kmsKeyArn: <site KMS key>}.", types=(DYNAMODB_TABLE,)),
     resource_policy("encryption-kms-rotation",
                     "Ensure symmetric customer-managed KMS keys rotate automatically.",
-                    kms_rotation, Severity.MEDIUM, "Set enableKeyRotation: true."),
+                    kms_rotation, Severity.MEDIUM, "Set enableKeyRotation: true.", types=(KMS_KEY,)),
     resource_policy("encryption-kms-no-wildcard-principal",
                     "Ensure KMS key policies (on keys, replica keys and aws:kms/keyPolicy resources) never allow a "
                     "wildcard principal.",
                     kms_no_wildcard_principal, Severity.CRITICAL,
-                    "Name explicit account/role principals in the key policy instead of \"*\"."),
+                    "Name explicit account/role principals in the key policy instead of \"*\" (or pin \"*\" to the "
+                    "account with a kms:CallerAccount condition).",
+                    PolicyConfigSchema(properties={"accountIds": {
+                        "type": "array", "items": {"type": "string"},
+                        "description": "the stack's AWS account ids: a wildcard principal pinned to one of them by "
+                                       "a condition is not a wildcard"}}),
+                    types=(KMS_KEY, KMS_REPLICA_KEY, KMS_KEY_POLICY)),
 ]

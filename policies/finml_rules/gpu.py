@@ -10,7 +10,7 @@ from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
 from .common import (
     K8S_WORKLOAD_TYPES, UNKNOWN, as_list, containers, describe, get, plain, pod_spec, resource_policy,
-)
+props_of, )
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -50,7 +50,7 @@ def _gpu_usage(args: ResourceValidationArgs) -> tuple[Any, Any]:
     """(pod spec, [(container name, requests, limits)]) for workloads; (None, None) if not applicable."""
     if args.resource_type not in K8S_WORKLOAD_TYPES:
         return None, None
-    spec = pod_spec(args.resource_type, plain(args.props))
+    spec = pod_spec(args.resource_type, props_of(args))
     items = containers(spec)
     if items is UNKNOWN:
         return spec, UNKNOWN
@@ -150,13 +150,13 @@ POLICIES: list = [
     resource_policy("gpu-resource-limits",
                     "Ensure containers that request nvidia.com/gpu or MIG slices set equal GPU limits.",
                     gpu_limits, Severity.MEDIUM,
-                    "Set resources.limits for every GPU/MIG resource (requests = limits)."),
+                    "Set resources.limits for every GPU/MIG resource (requests = limits).", types=K8S_WORKLOAD_TYPES),
     resource_policy("gpu-taint-toleration",
                     "Ensure GPU workloads tolerate the nvidia.com/gpu=present:NoSchedule taint of GPU nodes.",
                     gpu_taint_toleration, Severity.MEDIUM,
-                    "Add a toleration {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}."),
+                    "Add a toleration {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}.", types=K8S_WORKLOAD_TYPES),
     resource_policy("gpu-mig-resource-name",
                     "Ensure MIG resource names are well-formed (nvidia.com/mig-<n>g.<m>gb).",
                     mig_resource_names, Severity.MEDIUM,
-                    "Use a MIG profile name from the GPU profile, e.g. nvidia.com/mig-1g.18gb."),
+                    "Use a MIG profile name from the GPU profile, e.g. nvidia.com/mig-1g.18gb.", types=K8S_WORKLOAD_TYPES),
 ]

@@ -16,7 +16,7 @@ from .common import (
     K8S_NAMESPACE, K8S_NETWORK_POLICY, K8S_WORKLOAD_TYPES, UNKNOWN, StackIndex, as_bool, as_list, containers,
     describe, exempt_namespaces, exempt_schema, get, namespace_name, plain, pod_spec,
     resource_policy, stack_policy,
-)
+props_of, )
 
 PSS_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 
@@ -30,7 +30,7 @@ def _workload_spec(args: ResourceValidationArgs) -> Any:
     """Pod spec of a non-exempt workload, else None."""
     if args.resource_type not in K8S_WORKLOAD_TYPES:
         return None
-    props = plain(args.props)
+    props = props_of(args)
     if _exempt(args, props):
         return None
     return pod_spec(args.resource_type, props)
@@ -64,7 +64,7 @@ def _default_denies(props: Any, direction: str) -> bool:
 
 
 def namespace_default_deny(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     exempt = exempt_namespaces(args.get_config())
     workloads: dict[Any, list[Any]] = defaultdict(list)
     for workload in index.of_type(*K8S_WORKLOAD_TYPES):
@@ -103,7 +103,7 @@ def namespace_default_deny(args: StackValidationArgs, report: ReportViolation) -
 def pod_security_restricted(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != K8S_NAMESPACE:
         return
-    props = plain(args.props)
+    props = props_of(args)
     name = get(props, "metadata", "name")
     if name is not UNKNOWN and name in exempt_namespaces(args.get_config()):
         return
@@ -176,16 +176,16 @@ POLICIES: list = [
     resource_policy("k8s-namespace-pod-security-restricted",
                     "Ensure namespaces enforce the Pod Security `restricted` standard.",
                     pod_security_restricted, Severity.HIGH,
-                    "Label the namespace pod-security.kubernetes.io/enforce: restricted.", _EXEMPT),
+                    "Label the namespace pod-security.kubernetes.io/enforce: restricted.", _EXEMPT, types=(K8S_NAMESPACE,)),
     resource_policy("k8s-no-privileged-containers",
                     "Ensure no container runs privileged outside exempt system namespaces.",
                     no_privileged_containers, Severity.CRITICAL,
-                    "Remove securityContext.privileged; grant only the capabilities needed.", _EXEMPT),
+                    "Remove securityContext.privileged; grant only the capabilities needed.", _EXEMPT, types=K8S_WORKLOAD_TYPES),
     resource_policy("k8s-no-host-namespaces",
                     "Ensure pods do not share the node's network, PID or IPC namespaces.",
-                    no_host_namespaces, Severity.HIGH, "Remove hostNetwork/hostPID/hostIPC.", _EXEMPT),
+                    no_host_namespaces, Severity.HIGH, "Remove hostNetwork/hostPID/hostIPC.", _EXEMPT, types=K8S_WORKLOAD_TYPES),
     resource_policy("k8s-no-hostpath-volumes",
                     "Ensure pods do not mount hostPath volumes outside exempt system namespaces.",
                     no_hostpath_volumes, Severity.HIGH,
-                    "Use a PersistentVolumeClaim, emptyDir, configMap or secret volume instead of hostPath.", _EXEMPT),
+                    "Use a PersistentVolumeClaim, emptyDir, configMap or secret volume instead of hostPath.", _EXEMPT, types=K8S_WORKLOAD_TYPES),
 ]

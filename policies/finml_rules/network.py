@@ -8,10 +8,11 @@ from typing import Any
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .common import (
-    EC2_INSTANCE, EKS_CLUSTER, LAUNCH_TEMPLATE, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET_TYPES, S3_PAB, SECURITY_GROUP,
+    EC2_INSTANCE, EKS_CLUSTER, EKS_NODE_GROUP, LAUNCH_TEMPLATE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE, RDS_INSTANCE,
+    S3_BUCKET_TYPES, S3_PAB, SECURITY_GROUP,
     SG_INGRESS_RULE, SG_RULE, SUBNET, UNKNOWN, StackIndex, as_bool, as_list, aws_site, describe, failing_closed, get,
     plain, resource_policy, stack_policy, violation_message,
-)
+props_of, )
 from .residency import linked_buckets
 
 PAB_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
@@ -24,7 +25,7 @@ def _report(args: Any, report: ReportViolation, props: Any, text: str) -> None:
 def eks_endpoint_private(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != EKS_CLUSTER:
         return
-    props = plain(args.props)
+    props = props_of(args)
     public = as_bool(get(props, "vpcConfig", "endpointPublicAccess"))
     if public is UNKNOWN:
         _report(args, report, props, "has vpcConfig.endpointPublicAccess unknown during preview; failing closed.")
@@ -61,7 +62,7 @@ def _world_cidrs(values: Any) -> list[str]:
 
 
 def sg_no_public_ingress(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    props = plain(args.props)
+    props = props_of(args)
     findings: list[str] = []
     if args.resource_type == SECURITY_GROUP:
         ingress = as_list(get(props, "ingress"))
@@ -95,7 +96,7 @@ def sg_no_public_ingress(args: ResourceValidationArgs, report: ReportViolation) 
 def subnet_no_public_ip(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != SUBNET:
         return
-    props = plain(args.props)
+    props = props_of(args)
     for prop in ("mapPublicIpOnLaunch", "assignIpv6AddressOnCreation"):
         value = as_bool(get(props, prop))
         if value is UNKNOWN:
@@ -105,7 +106,7 @@ def subnet_no_public_ip(args: ResourceValidationArgs, report: ReportViolation) -
 
 
 def s3_public_access_block(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     blocks = index.of_type(S3_PAB)
     for bucket in index.of_type(*S3_BUCKET_TYPES):
         with failing_closed(report, bucket.urn, describe(bucket)):
@@ -134,7 +135,7 @@ def s3_public_access_block(args: StackValidationArgs, report: ReportViolation) -
 def imdsv2_required(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in (LAUNCH_TEMPLATE, EC2_INSTANCE):
         return
-    props = plain(args.props)
+    props = props_of(args)
     options = get(props, "metadataOptions")
     tokens, endpoint = get(options, "httpTokens"), get(options, "httpEndpoint")
     if endpoint == "disabled":
@@ -146,10 +147,47 @@ def imdsv2_required(args: ResourceValidationArgs, report: ReportViolation) -> No
                                      f"{'not set' if tokens is None else repr(tokens)}.")
 
 
-def rds_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER):
+def imds_hop_limit(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """A hop limit above 1 lets a pod (one network hop behind the node) fetch the node role's credentials."""
+    if args.resource_type not in (LAUNCH_TEMPLATE, EC2_INSTANCE):
         return
-    props = plain(args.props)
+    props = props_of(args)
+    options = get(props, "metadataOptions")
+    endpoint = get(options, "httpEndpoint")
+    if endpoint == "disabled":
+        return
+    limit = get(options, "httpPutResponseHopLimit")
+    if options is UNKNOWN or endpoint is UNKNOWN or limit is UNKNOWN:
+        _report(args, report, props, "has metadataOptions.httpPutResponseHopLimit unknown during preview; failing "
+                                     "closed.")
+    elif limit is None:
+        _report(args, report, props, "must set metadataOptions.httpPutResponseHopLimit: 1 explicitly (unset, the "
+                                     "AMI's or account's default applies, 2 on EKS-optimised AMIs).")
+    elif not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit != 1:
+        _report(args, report, props, f"sets metadataOptions.httpPutResponseHopLimit: {limit!r}; above 1, pods can "
+                                     "reach the node's instance credentials.")
+
+
+def eks_node_remote_access(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != EKS_NODE_GROUP:
+        return
+    props = props_of(args)
+    remote = get(props, "remoteAccess")
+    if remote is None:
+        return
+    key, sources = get(remote, "ec2SshKey"), as_list(get(remote, "sourceSecurityGroupIds"))
+    if remote is UNKNOWN or sources is UNKNOWN:
+        _report(args, report, props, "has remoteAccess unknown during preview; failing closed.")
+    elif not sources:
+        what = "an SSH key" if key is not None else "remoteAccess"
+        _report(args, report, props, f"enables {what} with no sourceSecurityGroupIds: EKS then opens port 22 to "
+                                     "0.0.0.0/0 on its nodes.")
+
+
+def rds_not_public(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in (RDS_INSTANCE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE):
+        return
+    props = props_of(args)
     public = as_bool(get(props, "publiclyAccessible"))
     if public is UNKNOWN:
         _report(args, report, props, "has publiclyAccessible unknown during preview; failing closed.")
@@ -161,16 +199,16 @@ POLICIES: list = [
     resource_policy("network-eks-endpoint-private",
                     "Ensure EKS API endpoints are private (endpointPublicAccess explicitly false).",
                     eks_endpoint_private, Severity.CRITICAL,
-                    "Set vpcConfig.endpointPublicAccess: false and endpointPrivateAccess: true."),
+                    "Set vpcConfig.endpointPublicAccess: false and endpointPrivateAccess: true.", types=(EKS_CLUSTER,)),
     resource_policy("network-sg-no-public-ingress",
                     "Ensure no security group admits ingress from the internet (0.0.0.0/0, ::/0 or any public range "
                     "wider than /24 or /48).",
                     sg_no_public_ingress, Severity.CRITICAL,
-                    "Restrict ingress to the site's private CIDRs or to security-group references."),
+                    "Restrict ingress to the site's private CIDRs or to security-group references.", types=(SECURITY_GROUP, SG_INGRESS_RULE, SG_RULE)),
     resource_policy("network-subnet-no-public-ip",
                     "Ensure subnets do not assign public IP addresses on launch.",
                     subnet_no_public_ip, Severity.HIGH,
-                    "Set mapPublicIpOnLaunch: false; use NAT or VPC endpoints for egress."),
+                    "Set mapPublicIpOnLaunch: false; use NAT or VPC endpoints for egress.", types=(SUBNET,)),
     stack_policy("network-s3-public-access-block",
                  "Ensure every S3 bucket has a public access block with all four flags true.",
                  s3_public_access_block, Severity.CRITICAL,
@@ -178,8 +216,19 @@ POLICIES: list = [
                  "restrictPublicBuckets true."),
     resource_policy("network-imdsv2-required",
                     "Ensure launch templates and instances require IMDSv2 session tokens.",
-                    imdsv2_required, Severity.HIGH, "Set metadataOptions.httpTokens: required."),
+                    imdsv2_required, Severity.HIGH, "Set metadataOptions.httpTokens: required.", types=(LAUNCH_TEMPLATE, EC2_INSTANCE)),
+    resource_policy("network-imds-hop-limit",
+                    "Ensure launch templates and instances limit IMDS responses to one hop "
+                    "(httpPutResponseHopLimit 1), so pods cannot reach node credentials.",
+                    imds_hop_limit, Severity.HIGH, "Set metadataOptions.httpPutResponseHopLimit: 1.",
+                    types=(LAUNCH_TEMPLATE, EC2_INSTANCE)),
     resource_policy("network-rds-not-public",
-                    "Ensure RDS instances and clusters are not publicly accessible.",
-                    rds_not_public, Severity.HIGH, "Set publiclyAccessible: false."),
+                    "Ensure RDS instances, clusters and cluster (Aurora) instances are not publicly accessible.",
+                    rds_not_public, Severity.HIGH, "Set publiclyAccessible: false.",
+                    types=(RDS_INSTANCE, RDS_CLUSTER, RDS_CLUSTER_INSTANCE)),
+    resource_policy("network-eks-node-remote-access",
+                    "Ensure EKS node groups with remote access (SSH) restrict it to source security groups.",
+                    eks_node_remote_access, Severity.HIGH,
+                    "Remove remoteAccess (use SSM), or set remoteAccess.sourceSecurityGroupIds.",
+                    types=(EKS_NODE_GROUP,)),
 ]

@@ -14,13 +14,13 @@ from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, Sta
 from .common import (
     AWS_DATA_TYPES, BACKUP_PLAN, BACKUP_SELECTION, BACKUP_VAULT, CLUSTER_TYPES, DATASET, DEFAULT_PROVIDER_PACKAGES,
     DYNAMODB_TABLE, DYNAMODB_TABLE_REPLICA, EBS_SNAPSHOT, EBS_SNAPSHOT_COPY, EBS_VOLUME, EFS, EFS_REPLICATION, EKS_CLUSTER, ELASTICACHE_RG,
-    FSX_LUSTRE, K8S_DATA_TYPES, K8S_PROVIDER, K8S_PV, K8S_WORKLOAD_TYPES, KEY_TYPES, KMS_KEY, KMS_REPLICA_KEY,
+    FSX_LUSTRE, K8S_DATA_TYPES, LOG_GROUP, RDS_CLUSTER_INSTANCE, K8S_PROVIDER, K8S_PV, K8S_WORKLOAD_TYPES, KEY_TYPES, KMS_KEY, KMS_REPLICA_KEY,
     LABEL_CLASSIFICATION, LABEL_MODEL, LABEL_SITE, ML_TYPES, MODEL, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET_TYPES,
     S3_REPLICATION, S3_SSE_TYPES, UNKNOWN, Derived, Residency, StackIndex, as_list, aws_site, classification_of,
     describe, exempt_namespaces, failing_closed, get, k8s_label, k8s_label_values, max_classification, namespace_name,
     plain, pod_spec, region_site_from_arn, require_residency, residency_schema, resource_policy, site_label_value,
     stack_policy, violation_message,
-)
+props_of, )
 
 SCHEMA = residency_schema()
 
@@ -48,7 +48,7 @@ def _exempt_unlabelled(index: StackIndex, resource: Any, exempt: tuple[str, ...]
 # --- residency-classification-required -------------------------------------------------------------
 
 def classification_required(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     exempt = exempt_namespaces(args.get_config())
     applicable = [r for r in index.resources
                   if (r.resource_type in AWS_DATA_TYPES or r.resource_type in K8S_DATA_TYPES
@@ -71,7 +71,7 @@ def aws_data_site(args: ResourceValidationArgs, report: ReportViolation) -> None
     residency = require_residency(args, report, [args])
     if residency is None:
         return
-    props = plain(args.props)
+    props = props_of(args)
     cls = classification_of(args.resource_type, props)
     if not cls.known:
         return  # reported by residency-classification-required
@@ -86,7 +86,7 @@ def aws_site_declared(args: ResourceValidationArgs, report: ReportViolation) -> 
     residency = require_residency(args, report, [args])
     if residency is None:
         return
-    site = aws_site(plain(args.props), args.provider)
+    site = aws_site(props_of(args), args.provider)
     if not site.known:
         report(violation_message(f"{describe(args)} has no derivable site: {site.reason}; failing closed."), args.urn)
     elif not residency.declared(site.value):
@@ -140,7 +140,7 @@ def provider_allowlist(args: ResourceValidationArgs, report: ReportViolation) ->
 # --- residency-cluster-site ---------------------------------------------------------------------------
 
 def cluster_site(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     clusters = index.of_type(*CLUSTER_TYPES)
     used_providers = {r.provider.urn for r in index.resources
                       if r.resource_type.startswith("kubernetes:") and r.provider is not None}
@@ -212,7 +212,7 @@ def pv_backing_sites(index: StackIndex, pv: Any) -> list[tuple[str, Derived]]:
 
 
 def k8s_data_site(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     applicable = [r for r in index.of_type(*K8S_DATA_TYPES, K8S_PV) if index.classification(r).known]
     residency = require_residency(args, report, applicable)
     if residency is None:
@@ -296,7 +296,7 @@ def _pin_problems(spec: Any, cluster_site: str, cls: str, residency: Residency) 
 
 
 def k8s_site_pinning(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     applicable = [r for r in index.of_type(*K8S_WORKLOAD_TYPES) if index.classification(r).known]
     residency = require_residency(args, report, applicable)
     if residency is None:
@@ -405,7 +405,7 @@ def _check_s3_replication_rules(index: StackIndex, report: ReportViolation, owne
 
 
 def s3_replication_destination(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     configs = index.of_type(S3_REPLICATION)
     inline = [b for b in index.of_type(*S3_BUCKET_TYPES)
               if get(index.props(b), "replicationConfiguration") is not None]
@@ -541,7 +541,7 @@ def _efs_replication(index: StackIndex, report: ReportViolation, config: Any, re
 
 
 def replica_destination(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     tables, configs = index.of_type(DYNAMODB_TABLE), index.of_type(EFS_REPLICATION)
     table_replicas = index.of_type(DYNAMODB_TABLE_REPLICA)
     residency = require_residency(args, report, tables + table_replicas + configs)
@@ -575,7 +575,7 @@ def _plan_classification(index: StackIndex, plan: Any) -> Derived:
 
 
 def backup_copy_destination(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     plans = index.of_type(BACKUP_PLAN)
     residency = require_residency(args, report, plans)
     if residency is None:
@@ -631,7 +631,7 @@ def _snapshot_classification(index: StackIndex, copy: Any) -> Derived:
 
 
 def ebs_snapshot_copy(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     copies = index.of_type(EBS_SNAPSHOT_COPY)
     residency = require_residency(args, report, copies)
     if residency is None:
@@ -658,6 +658,8 @@ _KEY_PROPS = {  # data resource type -> (top-level prop, path to the key referen
     EKS_CLUSTER: ("encryptionConfig", ("encryptionConfig", "provider", "keyArn")),
     DYNAMODB_TABLE: ("serverSideEncryption", ("serverSideEncryption", "kmsKeyArn")),
     BACKUP_VAULT: ("kmsKeyArn", ("kmsKeyArn",)),
+    LOG_GROUP: ("kmsKeyId", ("kmsKeyId",)),
+    RDS_CLUSTER_INSTANCE: ("performanceInsightsKmsKeyId", ("performanceInsightsKmsKeyId",)),
 }
 
 
@@ -685,7 +687,7 @@ def key_classification(index: StackIndex, key: Any) -> Derived:
 
 
 def kms_replica_key(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     replicas = index.of_type(KMS_REPLICA_KEY)
     residency = require_residency(args, report, replicas)
     if residency is None:
@@ -709,15 +711,23 @@ def kms_replica_key(args: StackValidationArgs, report: ReportViolation) -> None:
 # --- residency-kms-key-colocated ----------------------------------------------------------------------------
 
 def kms_key_colocated(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
-    users = [r for r in index.resources if r.resource_type in _KEY_PROPS or r.resource_type in S3_SSE_TYPES]
+    index = StackIndex.of(args)
+    users = [r for r in index.resources if r.resource_type in _KEY_PROPS or r.resource_type in S3_SSE_TYPES
+             or (r.resource_type in S3_BUCKET_TYPES
+                 and get(index.props(r), "serverSideEncryptionConfiguration") is not None)]
     residency = require_residency(args, report, users)
     if residency is None:
         return
     for user in users:
         with failing_closed(report, user.urn, describe(user)):
             props = index.props(user)
-            if user.resource_type in S3_SSE_TYPES:
+            if user.resource_type in S3_BUCKET_TYPES:
+                inline = get(props, "serverSideEncryptionConfiguration")
+                rules = UNKNOWN if inline is UNKNOWN else as_list(get(inline, "rule"))
+                refs = ([UNKNOWN] if rules is UNKNOWN else
+                        [get(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId") for r in rules])
+                prop, data = "serverSideEncryptionConfiguration", [user]
+            elif user.resource_type in S3_SSE_TYPES:
                 rules = as_list(get(props, "rules"))
                 refs = ([UNKNOWN] if rules is UNKNOWN else
                         [get(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId") for r in rules])
@@ -778,7 +788,7 @@ def model_effective_classification(index: StackIndex, model: Any) -> Derived:
 
 
 def model_training_lineage(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     models = index.of_type(MODEL)
     if require_residency(args, report, models) is None:
         return
@@ -796,7 +806,7 @@ def model_training_lineage(args: StackValidationArgs, report: ReportViolation) -
 
 
 def model_serving_site(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     serving = [r for r in index.of_type(*K8S_WORKLOAD_TYPES)
                if k8s_label(r.resource_type, index.props(r), LABEL_MODEL) is not None]
     residency = require_residency(args, report, serving)
@@ -831,7 +841,7 @@ def model_serving_site(args: StackValidationArgs, report: ReportViolation) -> No
 
 
 def dataset_site(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     datasets = [d for d in index.of_type(DATASET) if index.classification(d).known]
     residency = require_residency(args, report, datasets)
     if residency is None:
@@ -861,12 +871,12 @@ POLICIES: list = [
                  residency_schema(with_exempt_namespaces=True)),
     resource_policy("residency-aws-data-site",
                     "Ensure every AWS data store is in a site allowed for its classification.",
-                    aws_data_site, Severity.CRITICAL, _FIX, SCHEMA),
+                    aws_data_site, Severity.CRITICAL, _FIX, SCHEMA, types=AWS_DATA_TYPES),
     resource_policy("residency-aws-site-declared",
                     "Ensure every AWS resource has a derivable site (own region or explicit provider) declared by "
                     "the stack.",
                     aws_site_declared, Severity.HIGH,
-                    "Create the resource with the explicit per-site AWS provider of a declared site.", SCHEMA),
+                    "Create the resource with the explicit per-site AWS provider of a declared site.", SCHEMA, prefix="aws:"),
     resource_policy("residency-provider-allowlist",
                     "Ensure every custom resource comes from a provider package whose sites the pack can derive.",
                     provider_allowlist, Severity.HIGH,

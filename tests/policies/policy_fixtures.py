@@ -70,13 +70,26 @@ def bucket_bundle(s: Stack, name: str, cls: Optional[str], provider: Any, key: A
     return out
 
 
+HARDENED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+            "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
+CPU_MEMORY = {"cpu": "1", "memory": "1Gi"}
+
+
 def container(name: str = "main", limits: Optional[dict] = None, requests: Optional[dict] = None,
-              **extra: Any) -> dict:
-    resources: dict = {}
-    if limits is not None:
-        resources["limits"] = limits
+              hardened: bool = True, **extra: Any) -> dict:
+    """A container that passes the container-security rules (hardened securityContext, CPU and memory limits);
+    ``securityContext`` entries are merged over the hardened ones, ``hardened=False`` starts from nothing."""
+    if limits is not None and not isinstance(limits, dict):  # e.g. UNKNOWN: as given
+        resources: dict = {"limits": limits}
+    else:
+        resources = {"limits": {**(CPU_MEMORY if hardened else {}), **(limits or {})}}
+        if not resources["limits"]:
+            del resources["limits"]
     if requests is not None:
         resources["requests"] = requests
+    context = {**(HARDENED if hardened else {}), **extra.pop("securityContext", {})}
+    if context:
+        extra["securityContext"] = context
     return {"name": name, "image": "finml/app:1", "resources": resources, **extra}
 
 
@@ -84,7 +97,8 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 
 
 def pod_spec(containers: Optional[list] = None, site: Optional[str] = "onprem:fra-dc1", **spec: Any) -> dict:
-    body: dict = {"containers": containers if containers is not None else [container()]}
+    body: dict = {"containers": containers if containers is not None else [container()],
+                  "automountServiceAccountToken": False}
     if site is not None:
         # Label values cannot hold ':'; nodes carry the site encoded as `onprem-fra-dc1`.
         body["nodeSelector"] = {"finml.io/site": site.replace(":", "-")}
@@ -156,7 +170,7 @@ def compliant_stack() -> tuple[Stack, dict]:
                                 "sourceSnapshotId": "snap-1", **tags("confidential")},
                                provider=eu, deps={"kmsKeyId": [key]})
     h["launch_template"] = s.add("aws:ec2/launchTemplate:LaunchTemplate", "gpu-nodes", {
-        "metadataOptions": {"httpTokens": "required", "httpEndpoint": "enabled"},
+        "metadataOptions": {"httpTokens": "required", "httpEndpoint": "enabled", "httpPutResponseHopLimit": 1},
         "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "true", "kmsKeyId": UNKNOWN}}]},
         provider=eu, deps={"blockDeviceMappings": [key]})
     h["sg"] = s.add("aws:ec2/securityGroup:SecurityGroup", "nodes", {"ingress": [
@@ -167,9 +181,17 @@ def compliant_stack() -> tuple[Stack, dict]:
                                                               "mapPublicIpOnLaunch": False}, provider=eu)
     gpu_cluster = h["gpu_cluster"] = s.add("finml:compute:GpuCluster", "eu", {})
     h["eks"] = s.add("aws:eks/cluster:Cluster", "eu-eks",
-                     eks_props(encryptionConfig={"resources": ["secrets"], "provider": {"keyArn": UNKNOWN}}),
+                     eks_props(encryptionConfig={"resources": ["secrets"], "provider": {"keyArn": UNKNOWN}},
+                               name="eu-eks", enabledClusterLogTypes=["api", "audit", "authenticator"]),
                      provider=eu, parent=gpu_cluster, deps={"encryptionConfig": [key]})
     h["eks_k8s"] = s.k8s_provider("eu-k8s", gpu_cluster, h["eks"])
+    h["eks_logs"] = s.add("aws:cloudwatch/logGroup:LogGroup", "eu-eks-logs", {
+        "name": "/aws/eks/eu-eks/cluster", "kmsKeyId": UNKNOWN, "retentionInDays": 365, **tags("confidential")},
+        provider=eu, deps={"kmsKeyId": [key]})
+    h["flow_logs"] = bucket_bundle(s, "finml-flow-logs", "internal", eu, key)
+    h["flow_log"] = s.add("aws:ec2/flowLog:FlowLog", "vpc-flow", {
+        "logDestination": UNKNOWN, "logDestinationType": "s3", "trafficType": "ALL", "vpcId": UNKNOWN,
+        **tags("internal")}, provider=eu, deps={"logDestination": [h["flow_logs"]["bucket"]]})
     h["db_params"] = s.add("aws:rds/parameterGroup:ParameterGroup", "registry-db-params", {
         "name": "registry-db-params", "family": "postgres16", "parameters": [{"name": "rds.force_ssl", "value": "1"}]},
         provider=eu)
@@ -179,7 +201,7 @@ def compliant_stack() -> tuple[Stack, dict]:
         provider=eu, deps={"kmsKeyId": [key], "parameterGroupName": [h["db_params"]]})
     h["cache"] = s.add("aws:elasticache/replicationGroup:ReplicationGroup", "online-features",
                        {"atRestEncryptionEnabled": True, "transitEncryptionEnabled": True, "kmsKeyId": UNKNOWN,
-                        **tags("confidential")}, provider=eu, deps={"kmsKeyId": [key]})
+                        "authToken": UNKNOWN, **tags("confidential")}, provider=eu, deps={"kmsKeyId": [key]})
     h["efs"] = s.add("aws:efs/fileSystem:FileSystem", "shared", {"encrypted": True, "kmsKeyId": UNKNOWN,
                                                                  **tags("internal")},
                      provider=eu, deps={"kmsKeyId": [key]})

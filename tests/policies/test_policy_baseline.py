@@ -17,6 +17,6 @@ def test_harness_can_fail():
     assert {v.urn for v in violations} == {r.urn for r in stack.resources if r.resource_type in (
         "aws:s3/bucket:Bucket", "aws:ebs/volume:Volume", "aws:ebs/snapshotCopy:SnapshotCopy",
         "aws:rds/instance:Instance", "aws:elasticache/replicationGroup:ReplicationGroup",
-        "aws:efs/fileSystem:FileSystem", "aws:dynamodb/table:Table")}
+        "aws:efs/fileSystem:FileSystem", "aws:dynamodb/table:Table", "aws:cloudwatch/logGroup:LogGroup")}
     assert all("finml policy config --stack NAME" in v.message for v in violations)
     assert len(POLICIES) >= 25

@@ -20,7 +20,7 @@ from finml_rules import common
 from finml_rules.config import all_policy_names, pack_config
 
 KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
-AREAS = ("residency-", "encryption-", "network-", "k8s-", "gpu-")
+AREAS = ("residency-", "encryption-", "network-", "k8s-", "gpu-", "policy-")
 
 
 def test_main_assembles_the_pack_with_every_policy(monkeypatch):
@@ -46,7 +46,9 @@ def test_policy_metadata():
         assert policy.description.startswith("Ensure"), policy.name
         assert isinstance(policy.severity, Severity), policy.name
         assert policy.remediation_steps and "\n" not in policy.remediation_steps, policy.name
-        assert policy.enforcement_level is EnforcementLevel.MANDATORY, policy.name
+        # Only the report of waived findings is advisory: it must never block, it makes waived risk visible.
+        expected = EnforcementLevel.ADVISORY if policy.name == "policy-waived-findings" else EnforcementLevel.MANDATORY
+        assert policy.enforcement_level is expected, policy.name
         if policy.name.startswith("residency-"):
             assert {"residency", "sites"} <= set(policy.config_schema.properties), policy.name
 
@@ -89,7 +91,7 @@ def test_pack_config_covers_every_policy_with_explicit_enforcement():
                                                  "sites": SITES}
     assert config["k8s-no-hostpath-volumes"] == {"enforcementLevel": "mandatory", "exemptNamespaces": ["kube-system"]}
     assert all(entry["enforcementLevel"] == "mandatory" for name, entry in config.items()
-               if name != "gpu-mig-resource-name")
+               if name not in ("gpu-mig-resource-name", "policy-waived-findings"))
 
 
 @pytest.mark.parametrize("residency,sites,enforcement,error", [
