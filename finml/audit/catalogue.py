@@ -14,7 +14,6 @@ PACK_DIR = Path(__file__).resolve().parent.parent.parent / "policies"
 AUDIT_COVERAGE = "audit-coverage"
 DRIFT_UNMANAGED = "drift-unmanaged-resource"
 DRIFT_PROPERTY = "drift-changed-property"
-LOG_GROUP_CMK = "encryption-log-group-cmk"
 VPC_ENDPOINTS = "network-vpc-endpoints-present"
 
 AUDIT_ONLY_RULES = (
@@ -30,14 +29,21 @@ AUDIT_ONLY_RULES = (
                "property.", "mandatory", "high",
                "Run `pulumi refresh` to see the change and `pulumi up` to restore the planned setting; find who changed "
                "it in CloudTrail.", "stack"),
-    PolicyInfo(LOG_GROUP_CMK, "Ensure every CloudWatch log group is encrypted with a customer-managed KMS key.",
-               "mandatory", "medium", "Associate the site's KMS key (logs:AssociateKmsKey or kmsKeyId).", "resource"),
     PolicyInfo(VPC_ENDPOINTS, "Ensure every non-default VPC has the S3 gateway endpoint and the interface endpoints "
                "the network component creates, so nodes reach AWS APIs without internet egress.",
                "mandatory", "medium", "Create the missing VPC endpoints (the Network component does).", "resource"),
 )
 
 _SEVERITY_NAMES = {0: "unspecified", 1: "low", 2: "medium", 3: "high", 4: "critical"}
+
+# Controls the audit-only rules evidence (NIST SP 800-53 rev. 5): the pack's rules take theirs from
+# finml_rules/controls.py. Audit-only rules are not waivable: `finml config check` accepts waivers of pack rules only.
+AUDIT_ONLY_CONTROLS = {
+    AUDIT_COVERAGE: ("nist-800-53:CA-7",),  # Continuous Monitoring: a part not read is a part not monitored
+    DRIFT_UNMANAGED: ("nist-800-53:CM-8",),  # System Component Inventory
+    DRIFT_PROPERTY: ("nist-800-53:CM-3", "nist-800-53:CM-6"),  # Configuration Change Control; Settings
+    VPC_ENDPOINTS: ("nist-800-53:SC-7",),  # Boundary Protection
+}
 
 
 @functools.cache
@@ -64,3 +70,15 @@ def catalogue() -> dict[str, PolicyInfo]:
 
 def rule(name: str) -> PolicyInfo:
     return catalogue()[name]
+
+
+def controls(name: str) -> tuple[str, ...]:
+    """``framework:id`` control ids a rule evidences (the pack's mapping; empty where the pack has none)."""
+    if name in AUDIT_ONLY_CONTROLS:
+        return AUDIT_ONLY_CONTROLS[name]
+    pack_rules()  # the pack on sys.path
+    try:
+        from finml_rules.controls import control_ids
+    except ImportError:  # a pack without a control catalogue
+        return ()
+    return tuple(control_ids(name))

@@ -364,13 +364,14 @@ def seed_account(server: MotoServer) -> Seeded:
                                    Engine="redis", CacheNodeType="cache.t3.micro", AtRestEncryptionEnabled=True,
                                    TransitEncryptionEnabled=False, Tags=_tag_list(tags("cache-plain", "internal")))
     e("encryption-elasticache", "cache-plain")
+    e("encryption-data-store-cmk", "cache-plain")  # encrypted at rest, but with the AWS-managed key
     z.out.resources += 2
 
     # -- CloudWatch Logs
     logs = server.client("logs", HOME)
     logs.create_log_group(logGroupName="/finml/good", kmsKeyId=internal, tags=tags("/finml/good", "internal"))
     logs.create_log_group(logGroupName="/finml/plain", tags=tags("/finml/plain", "internal"))
-    e("encryption-log-group-cmk", "/finml/plain")
+    e("encryption-data-store-cmk", "/finml/plain")
     z.out.resources += 2
     return z.out
 

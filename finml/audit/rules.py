@@ -230,6 +230,8 @@ class _Evaluator:
         self.placement(v, what, data_store=True)
         if not v.props.get("Encrypted"):
             self.report("encryption-ebs-encrypted", v, f"{what} is not encrypted.")
+        else:
+            self.customer_key(v, what, v.props.get("KmsKeyId"))
         self.colocated_key(v, what, v.props.get("KmsKeyId"))
 
     def ebs_default(self, e: LiveResource) -> None:
@@ -289,6 +291,8 @@ class _Evaluator:
         self.placement(db, what, data_store=True)
         if not db.props.get("StorageEncrypted"):
             self.report("encryption-rds-at-rest", db, f"{what} does not encrypt storage at rest.")
+        else:
+            self.customer_key(db, what, db.props.get("KmsKeyId"))
         if db.props.get("PubliclyAccessible"):
             self.report("network-rds-not-public", db, f"{what} is publicly accessible.")
         self.colocated_key(db, what, db.props.get("KmsKeyId"))
@@ -301,15 +305,28 @@ class _Evaluator:
         if off:
             self.report("encryption-elasticache", rg, f"{what} does not encrypt "
                         f"{' or '.join('at rest' if k.startswith('AtRest') else 'in transit' for k in off)}.")
+        if rg.props.get("AtRestEncryptionEnabled"):
+            self.customer_key(rg, what, rg.props.get("KmsKeyId"))
         self.colocated_key(rg, what, rg.props.get("KmsKeyId"))
 
     def log_group(self, lg: LiveResource) -> None:
         what = f"log group {lg.name}"
         self.placement(lg, what, data_store=False)
-        key = lg.props.get("kmsKeyId")
-        if not key:
-            self.report(cat.LOG_GROUP_CMK, lg, f"{what} is not encrypted with a customer-managed KMS key.")
-        self.colocated_key(lg, what, key)
+        self.customer_key(lg, what, lg.props.get("kmsKeyId"))
+        self.colocated_key(lg, what, lg.props.get("kmsKeyId"))
+
+    def customer_key(self, res: LiveResource, what: str, key_ref: Optional[str]) -> None:
+        """An encrypted store must use a customer-managed key of this account, not an AWS-managed one or none."""
+        if not key_ref:
+            self.report("encryption-data-store-cmk", res, f"{what} is not encrypted with a customer-managed KMS key.")
+            return
+        key = self.inv.key(key_ref, res.region)
+        if key is None:
+            self.report("encryption-data-store-cmk", res, f"{what}'s KMS key {key_ref} is not an enabled key of "
+                        f"account {self.inv.account}.")
+        elif key.props.get("KeyManager") != "CUSTOMER":
+            self.report("encryption-data-store-cmk", res, f"{what} uses the AWS-managed key {key_ref}, not a "
+                        f"customer-managed one.")
 
     def coverage(self) -> None:
         for gap in self.inv.gaps:

@@ -3,6 +3,7 @@ renderers print (text, JSON, SARIF, JUnit)."""
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,15 +41,48 @@ def residency_of(stack: Any) -> Residency:
     return Residency({k: tuple(v) for k, v in stack.platform.residency.items()}, tuple(stack.platform.sites))
 
 
-def _violation(f: Finding) -> Violation:
+def _violation(f: Finding, waiver: Optional[dict] = None) -> Violation:
     rule = cat.rule(f.rule)
-    return Violation(policy=f.rule, enforcement=rule.enforcement, severity=rule.severity, urn=f.arn,
-                     resource_type=f.resource_type, resource_name=f.name, site=f.site, classification=f.classification,
-                     message=f.message, description=rule.description, remediation=rule.remediation)
+    return Violation(policy=f.rule, enforcement="waived" if waiver else rule.enforcement, severity=rule.severity,
+                     urn=f.arn, resource_type=f.resource_type, resource_name=f.name, site=f.site,
+                     classification=f.classification, message=f.message, description=rule.description,
+                     remediation=rule.remediation, controls=cat.controls(f.rule), waiver=waiver)
+
+
+def apply_waivers(findings: list[Finding], stack: Any, today: Optional[datetime.date] = None
+                  ) -> tuple[list[Violation], list[Violation]]:
+    """(violations, waived): the stack's waivers judged exactly as the pack judges them (finml_rules.waivers), with
+    the finding's ARN as the resource a waiver's patterns must match. A malformed or expired waiver is itself a
+    ``policy-waivers-valid`` finding; a refused waiver leaves its finding a violation, saying why."""
+    from finml_rules import waivers as w
+
+    day = today or w.today_utc()
+    raw = [x.to_pack() for x in getattr(stack.platform, "waivers", [])]
+    rule_names = list(cat.pack_rules())
+    parsed, _ = w.parse_waivers(raw, rule_names)
+    violations: list[Violation] = []
+    waived: list[Violation] = []
+    source = f"{stack.source}#waivers"
+    for index, problem in w.validity_problems(raw, day, rule_names):
+        violations.append(_violation(Finding("policy-waivers-valid", f"{source}[{index}]" if index is not None
+                                             else source, "finml:stack/waiver", stack.stack, "stack", "n/a",
+                                             problem)))
+    for f in findings:
+        decision = w.evaluate(f.rule, f.arn, None if f.classification == "unknown" else f.classification,
+                              parsed, day)
+        if decision.waived:
+            waived.append(_violation(f, decision.waiver.as_dict()))
+        elif decision.refused:
+            violations.append(_violation(Finding(f.rule, f.arn, f.resource_type, f.name, f.site, f.classification,
+                                                 f"{f.message} ({decision.refused})")))
+        else:
+            violations.append(_violation(f))
+    return violations, waived
 
 
 def audit_stack(ctx: AwsContext, stack: Any, plan: Optional[Plan] = None, plan_source: Optional[str] = None,
-                workers: int = 16, progress: Optional[Callable[[str], None]] = None) -> AuditResult:
+                workers: int = 16, progress: Optional[Callable[[str], None]] = None,
+                today: Optional[datetime.date] = None) -> AuditResult:
     started = time.monotonic()
     aws_regions = [site.split(":", 1)[1] for site in stack.aws_sites]
     if not aws_regions:
@@ -76,11 +110,12 @@ def audit_stack(ctx: AwsContext, stack: Any, plan: Optional[Plan] = None, plan_s
     if plan is not None:
         findings += drift(inv, plan, stack.stack)
     findings = sorted(set(findings), key=lambda f: (f.rule, f.arn, f.message))
+    violations, waived = apply_waivers(findings, stack, today)
     audited = [r for r in inv.resources if r.type != "aws:ec2/vpcEndpoint:VpcEndpoint"]
     return AuditResult(
         project="finml", stack=stack.stack, pack="finml-audit", pack_version=__version__,
         policies=sorted(cat.catalogue().values(), key=lambda p: p.name),
-        violations=[_violation(f) for f in findings], resources_checked=audited_count(inv),
+        violations=violations, waived=waived, resources_checked=audited_count(inv),
         resources_by_type=dict(Counter(r.type for r in audited)),
         resources_by_site=dict(Counter(r.site for r in audited)),
         account=account, regions=regions, iam_actions=ctx.iam_actions(), drift_plan=plan_source,

@@ -114,8 +114,8 @@ def test_an_unreachable_service_is_a_finding_not_a_crash(moto, seeded):
     assert {v["site"] for v in coverage} == {f"aws:{r}" for r in regions}
     assert all(v["message"].startswith("could not audit logs in ") for v in coverage)
     # the log groups were not seen, so their findings are gone — replaced by coverage findings, not passed
-    assert ("encryption-log-group-cmk", "/finml/plain") not in findings(doc)
-    assert findings(doc) - {("audit-coverage", "logs")} == seeded.expected - {("encryption-log-group-cmk",
+    assert ("encryption-data-store-cmk", "/finml/plain") not in findings(doc)
+    assert findings(doc) - {("audit-coverage", "logs")} == seeded.expected - {("encryption-data-store-cmk",
                                                                                 "/finml/plain")}
 
 
