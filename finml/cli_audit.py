@@ -123,7 +123,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     ctx = _context(args)
     try:
-        regions = [s.split(":", 1)[1] for s in stack.aws_sites] or ["us-east-1"]
+        plan_for(stack, "000000000000", args.region)  # names and sites first: bad input before any AWS call
+        regions = [s.split(":", 1)[1] for s in stack.aws_sites]
         account = ctx.account_id(args.region or regions[0])
         if stack.platform.aws_account_id and account != stack.platform.aws_account_id:
             raise EnvironmentProblem(f"the credentials are for account {account}, but stack {stack.stack} runs in "

@@ -112,6 +112,15 @@ class AwsContext:
                 self._clients[key] = client
             return self._clients[key]
 
+    def partition(self, region: str) -> str:
+        with self._lock:
+            if self._session is None:
+                self._session = boto3.session.Session(profile_name=self.profile)
+            try:
+                return self._session.get_partition_for_region(region)
+            except Exception:  # noqa: BLE001 — a region botocore does not know yet: the commercial partition
+                return "aws"
+
     def _record(self, model: Any, **_: Any) -> None:
         self.api_calls.add((model.service_model.service_name, model.name))
 

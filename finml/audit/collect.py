@@ -334,10 +334,13 @@ REGIONAL = ("kms", "ec2", "eks", "rds", "elasticache", "logs")
 
 
 def enabled_regions(ctx: AwsContext, home_region: str) -> list[str]:
-    """Every region the account has enabled (opt-in regions not opted into are not listed by EC2)."""
+    """Every region the account has enabled (opt-in regions not opted into are not listed by EC2), in the home
+    region's partition: an account of the aws partition has no resources in aws-cn or aws-us-gov (moto lists them)."""
     response = ctx.client("ec2", home_region).describe_regions(AllRegions=False)
+    partition = ctx.partition(home_region)
     return sorted(r["RegionName"] for r in response["Regions"]
-                  if r.get("OptInStatus", "opt-in-not-required") != "not-opted-in")
+                  if r.get("OptInStatus", "opt-in-not-required") != "not-opted-in"
+                  and ctx.partition(r["RegionName"]) == partition)
 
 
 def collect(ctx: AwsContext, account: str, regions: list[str], stack_regions: set[str], workers: int = 16,

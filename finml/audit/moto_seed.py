@@ -102,7 +102,8 @@ class MotoServer:
 
     def enforce_iam(self) -> None:
         """From now on every request must be signed by an IAM identity the server knows and is allowed."""
-        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0", method="POST")
+        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})  # a form body would be swallowed
         urllib.request.urlopen(req, timeout=10).read()
 
     def client(self, service: str, region: str = HOME, **creds: str) -> Any:

@@ -80,6 +80,21 @@ def apply_waivers(findings: list[Finding], stack: Any, today: Optional[datetime.
     return violations, waived
 
 
+def _placement(inv: Inventory, residency: Residency) -> list[dict[str, str]]:
+    """Where every classified live resource is and which residency pattern allows it (the HTML report's matrix)."""
+    import fnmatch
+
+    out = []
+    for r in inv.resources:
+        if not r.classification:
+            continue
+        allowed_by = next((p for p in residency.residency.get(r.classification, ())
+                           if fnmatch.fnmatchcase(r.site, p)), "")
+        out.append({"urn": r.arn, "type": r.type, "name": r.name, "site": r.site,
+                    "classification": r.classification, "allowedBy": allowed_by})
+    return out
+
+
 def audit_stack(ctx: AwsContext, stack: Any, plan: Optional[Plan] = None, plan_source: Optional[str] = None,
                 workers: int = 16, progress: Optional[Callable[[str], None]] = None,
                 today: Optional[datetime.date] = None) -> AuditResult:
@@ -118,5 +133,6 @@ def audit_stack(ctx: AwsContext, stack: Any, plan: Optional[Plan] = None, plan_s
         violations=violations, waived=waived, resources_checked=audited_count(inv),
         resources_by_type=dict(Counter(r.type for r in audited)),
         resources_by_site=dict(Counter(r.site for r in audited)),
+        data_placement=_placement(inv, residency_of(stack)),
         account=account, regions=regions, iam_actions=ctx.iam_actions(), drift_plan=plan_source,
         seconds=time.monotonic() - started)
