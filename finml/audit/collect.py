@@ -180,8 +180,7 @@ class _Collector:
         ok, tagging = self._s3_get(client, "get_bucket_tagging", name, region)
         tags = _tags(tagging.get("TagSet")) if tagging else {}
         for operation, key in (("get_bucket_encryption", "sse"), ("get_public_access_block", "pab"),
-                               ("get_bucket_policy", "policy"), ("get_bucket_replication", "replication"),
-                               ("get_bucket_versioning", "versioning")):
+                               ("get_bucket_policy", "policy"), ("get_bucket_replication", "replication")):
             ok, response = self._s3_get(client, operation, name, region)
             if not ok:
                 props["unread"].append(key)
@@ -194,10 +193,8 @@ class _Collector:
                 props[key] = response["PublicAccessBlockConfiguration"]
             elif key == "policy":
                 props[key] = json.loads(response["Policy"])
-            elif key == "replication":
-                props[key] = response["ReplicationConfiguration"].get("Rules", [])
             else:
-                props[key] = response.get("Status")
+                props[key] = response["ReplicationConfiguration"].get("Rules", [])
         self.add(LiveResource(S3_BUCKET, f"arn:aws:s3:::{name}", name, region, tags, props))
 
     # ---------------------------------------------------------------------------------------------- KMS
@@ -251,8 +248,9 @@ class _Collector:
                 self.add(LiveResource(VPC, self.arn("ec2", region, f"vpc/{vpc['VpcId']}"), vpc["VpcId"], region,
                                       _tags(vpc.get("Tags")),
                                       {"IsDefault": bool(vpc.get("IsDefault")), "CidrBlock": vpc.get("CidrBlock")}))
+        # Endpoints are checked per non-default VPC: a region with none needs no listing.
         with self.guard("ec2", region, "list VPC endpoints"):
-            for ep in _paginate(client, "describe_vpc_endpoints", "VpcEndpoints"):
+            for ep in _paginate(client, "describe_vpc_endpoints", "VpcEndpoints") if self._has_own_vpc(region) else []:
                 self.add(LiveResource(VPC_ENDPOINT, self.arn("ec2", region, f"vpc-endpoint/{ep['VpcEndpointId']}"),
                                       ep["VpcEndpointId"], region, _tags(ep.get("Tags")),
                                       {"VpcId": ep.get("VpcId"), "ServiceName": ep.get("ServiceName"),
@@ -271,6 +269,11 @@ class _Collector:
                                       {"MapPublicIpOnLaunch": bool(sn.get("MapPublicIpOnLaunch")),
                                        "DefaultForAz": bool(sn.get("DefaultForAz")), "VpcId": sn.get("VpcId"),
                                        "CidrBlock": sn.get("CidrBlock"), "DefaultVpc": sn.get("VpcId") in default_vpcs}))
+
+    def _has_own_vpc(self, region: str) -> bool:
+        with self._lock:
+            return any(r.type == VPC and r.region == region and not r.props.get("IsDefault")
+                       for r in self.inv.resources)
 
     # ---------------------------------------------------------------------------------------------- EKS
 

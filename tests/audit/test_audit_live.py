@@ -212,3 +212,48 @@ def test_endpoint_list_matches_the_network_component():
             assert tuple(ast.literal_eval(node.value)) == REQUIRED_INTERFACE_ENDPOINTS
             return
     pytest.fail("components/network.py no longer defines DEFAULT_INTERFACE_ENDPOINTS")
+
+
+def test_waivers_are_honoured_refused_and_expire(moto, seeded, tmp_path):
+    import datetime
+
+    import yaml
+
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    doc = yaml.safe_load((ROOT / "tests" / "audit" / "stacks" / f"Pulumi.{STACK}.yaml").read_text())
+    doc["config"]["finml:platform"]["waivers"] = [
+        {"rule": "encryption-s3-tls-only", "resources": ["arn:aws:s3:::finml-bad-no-tls"],
+         "reason": "legacy uploader, TLS proxy in front", "ticket": "SEC-101", "approver": "ciso",
+         "expires": (today + datetime.timedelta(days=30)).isoformat()},
+        {"rule": "residency-classification-required", "resources": ["arn:aws:s3:::finml-bad-unclassified"],
+         "reason": "will tag later", "ticket": "SEC-102", "approver": "ciso",
+         "expires": (today + datetime.timedelta(days=30)).isoformat()},
+        {"rule": "network-sg-no-public-ingress", "resources": ["arn:aws:ec2:*:security-group/*"],
+         "reason": "bastion", "ticket": "SEC-103", "approver": "ciso",
+         "expires": (today - datetime.timedelta(days=1)).isoformat()},
+    ]
+    (tmp_path / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(doc))
+    proc = finml("audit", "--stack", STACK, "--endpoint-url", moto.url, "--no-drift", "--format", "json",
+                 stacks=tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    stack = json.loads(proc.stdout)["stacks"][0]
+    waived = {(v["policy"], v["resource_name"]) for v in stack["waived"]}
+    assert waived == {("encryption-s3-tls-only", "finml-bad-no-tls")}
+    assert stack["waived"][0]["waiver"]["ticket"] == "SEC-101" and stack["waived"][0]["enforcement"] == "waived"
+    got = {(v["policy"], v["resource_name"]) for v in stack["violations"]}
+    expected = (seeded.expected - waived) | {("policy-waivers-valid", STACK)}
+    assert got == expected
+    refused = next(v for v in stack["violations"] if v["policy"] == "residency-classification-required")
+    assert "SEC-102 refused" in refused["message"]
+    expired = next(v for v in stack["violations"] if v["policy"] == "policy-waivers-valid")
+    assert "SEC-103" in expired["message"] and "expired" in expired["message"]
+    assert all(v["controls"] for v in stack["violations"] if v["policy"].startswith(("encryption-", "residency-")))
+
+
+def test_readme_shows_the_iam_policies_in_the_repo():
+    readme = (ROOT / "README.md").read_text()
+    for name in ("finml-audit-policy.json", "finml-bootstrap-policy.json"):
+        policy = json.loads((ROOT / "iam" / name).read_text())
+        section = readme[readme.index(f"`iam/{name}`"):]
+        block = section[section.index("```json\n") + 8:]
+        assert json.loads(block[:block.index("```")]) == policy, f"README copy of iam/{name} is stale"
