@@ -425,7 +425,7 @@ def data_placement(plan: Plan, policy_config: dict[str, Any] | None) -> list[dic
         labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
         cls = tags.get("finml:classification") or labels.get("finml.io/classification") or (
             r.props.get("classification") if r.type.startswith("finml:ml:") else None)
-        if not isinstance(cls, str) or not (r.type.startswith(_DATA_TYPES_HINT) or cls):
+        if not isinstance(cls, str) or not r.type.startswith(_DATA_TYPES_HINT + ("kubernetes:",)):
             continue
         site = r.props.get("site") if r.type == "finml:ml:Dataset" and isinstance(r.props.get("site"), str) \
             else site_of(index, r)

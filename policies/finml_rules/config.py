@@ -19,10 +19,10 @@ ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
 
 def all_policies() -> list:
     from . import (  # pylint: disable=import-outside-toplevel
-        encryption, governance, gpu, kubernetes, logs, network, pods, residency, stores,
+        copies, encryption, governance, gpu, kubernetes, lineage, logs, network, pods, residency, stores,
     )
     # governance last: policy-waived-findings must run after every other stack rule (see governance.py)
-    return (residency.POLICIES + logs.POLICIES + encryption.POLICIES + stores.POLICIES + network.POLICIES
+    return (residency.POLICIES + copies.POLICIES + lineage.POLICIES + logs.POLICIES + encryption.POLICIES + stores.POLICIES + network.POLICIES
             + kubernetes.POLICIES + pods.POLICIES + gpu.POLICIES + governance.POLICIES)
 
 

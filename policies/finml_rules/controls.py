@@ -211,3 +211,17 @@ def rules_for_framework(key: str) -> dict[str, list[dict[str, str]]]:
 def control_ids(rule_name: str) -> list[str]:
     """Compact ``framework:id`` strings, e.g. ``pci-dss:3.5.1`` (for SARIF tags and JSON findings)."""
     return [f"{c['framework']}:{c['id']}" for c in controls_for(rule_name)]
+
+
+def coverage_matrix_markdown(rule_names: Optional[list[str]] = None) -> str:
+    """The README's coverage matrix (rule x framework, cells: control ids), in pack order when given."""
+    rules = rule_names or mapped_rules()
+    head = "| rule | " + " | ".join(f"{k} {FRAMEWORKS[k][1]}" for k in FRAMEWORKS) + " |"
+    lines = [head, "|---|" + "---|" * len(FRAMEWORKS)]
+    for rule in rules:
+        cells = []
+        for key in FRAMEWORKS:
+            ids = [c["id"] for c in controls_for(rule) if c["framework"] == key]
+            cells.append(", ".join(ids) or "")
+        lines.append(f"| `{rule}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

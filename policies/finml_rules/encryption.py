@@ -19,7 +19,7 @@ from .common import (
     RDS_INSTANCE, S3_BUCKET_TYPES, S3_POLICY, S3_SSE_TYPES, UNKNOWN, StackIndex, as_bool, as_list, aws_site,
     classification_of, describe, failing_closed, get, plain, resource_policy, stack_policy, violation_message,
 props_of, )
-from .residency import linked_buckets
+from .common import linked_buckets
 
 KMS_ALGORITHMS = ("aws:kms", "aws:kms:dsse")
 

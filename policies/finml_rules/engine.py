@@ -24,6 +24,7 @@ them at the end of the stack request.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 _state = threading.local()
@@ -60,6 +61,61 @@ def take_waived() -> list[dict[str, Any]]:
         found = list(_waived)
         _waived.clear()
     return found
+
+
+class LazyProxy(Mapping):
+    """Props as the SDK gives them (``unknown_checking_proxy``), but built only when something reads them directly.
+
+    Our rules read props through ``plain()``, which reads ``finml_raw`` - the deserialised props - and maps the
+    engine's unknown sentinels to UNKNOWN itself; anything else that reads the mapping gets the SDK's real proxy
+    (unknown values raise), so nothing can see a raw unknown sentinel."""
+
+    __slots__ = ("finml_raw", "_proxy", "_make")
+
+    def __init__(self, raw: Any, make: Callable[[Any], Any]) -> None:
+        self.finml_raw = raw
+        self._proxy = None
+        self._make = make
+
+    def _real(self) -> Any:
+        if self._proxy is None:
+            self._proxy = self._make(self.finml_raw)
+        return self._proxy
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._real()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._real())
+
+    def __len__(self) -> int:
+        return len(self._real())
+
+
+# urn -> (serialised props, deserialised props) of the resources the Analyze calls decoded since the last stack
+# request: AnalyzeStack reuses a decode when the bytes are identical (a component's stack view can differ).
+_analyzed: dict[str, tuple[bytes, Any]] = {}
+
+
+def _remember(urn: str, message: Any, deserialized: Any) -> None:
+    with _lock:
+        if len(_analyzed) > 200_000:
+            _analyzed.clear()
+        _analyzed[urn] = (message.SerializeToString(deterministic=True), deserialized)
+
+
+def _take_analyzed() -> dict[str, tuple[bytes, Any]]:
+    with _lock:
+        found = dict(_analyzed)
+        _analyzed.clear()
+    return found
+
+
+def _recall(seen: dict[str, tuple[bytes, Any]], urn: str, message: Any, sdk: Any) -> Any:
+    hit = seen.get(urn)
+    if hit is not None and hit[0] == message.SerializeToString(deterministic=True):
+        return hit[1]
+    return sdk.deserialize_properties(sdk.json_format.MessageToDict(message))
 
 
 _counter = [0]
@@ -113,8 +169,9 @@ def _lean_analyze(sdk: Any) -> Callable[..., Any]:
             report = self._create_report_violation(response, policy.name, policy.description, level,
                                                    policy.severity)
             if props is None:
-                props = sdk.unknown_checking_proxy(sdk.deserialize_properties(
-                    sdk.json_format.MessageToDict(request.properties)))
+                deserialized = sdk.deserialize_properties(sdk.json_format.MessageToDict(request.properties))
+                props = LazyProxy(deserialized, sdk.unknown_checking_proxy)
+                _remember(request.urn, request.properties, deserialized)
                 opts = self._get_resource_options(request)
                 provider = self._get_provider_resource(request)
             args = sdk.ResourceValidationArgs(request.type, props, request.urn, request.name, opts, provider,
@@ -150,11 +207,18 @@ def _lean_analyze_stack(sdk: Any) -> Callable[..., Any]:
 
     def decode(self: Any, request: Any) -> list:
         resources, parents, deps, prop_deps = [], [], [], []
+        seen = _take_analyzed()
+        providers: dict[tuple[str, bytes], Any] = {}
         for r in request.resources:
-            props = sdk.unknown_checking_proxy(sdk.deserialize_properties(
-                sdk.json_format.MessageToDict(r.properties)))
+            props = LazyProxy(_recall(seen, r.urn, r.properties, sdk), sdk.unknown_checking_proxy)
+            provider = None
+            if r.HasField("provider"):
+                key = (r.provider.urn, r.provider.SerializeToString(deterministic=True))
+                if key not in providers:
+                    providers[key] = self._get_provider_resource(r)
+                provider = providers[key]
             resources.append(sdk.PolicyResource(r.type, props, r.urn, r.name, self._get_resource_options(r),
-                                                self._get_provider_resource(r), None, [], {}))
+                                                provider, None, [], {}))
             parents.append(r.parent)
             deps.append(list(r.dependencies))
             prop_deps.append({k: list(v.urns) for k, v in r.propertyDependencies.items()})

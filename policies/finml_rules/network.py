@@ -13,7 +13,7 @@ from .common import (
     SG_INGRESS_RULE, SG_RULE, SUBNET, UNKNOWN, StackIndex, as_bool, as_list, aws_site, describe, failing_closed, get,
     plain, resource_policy, stack_policy, violation_message,
 props_of, )
-from .residency import linked_buckets
+from .common import linked_buckets
 
 PAB_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
 

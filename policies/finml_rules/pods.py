@@ -69,10 +69,6 @@ def _effective(container: Any, spec: Any, field: str) -> Any:
     return value
 
 
-def _config_schema() -> Any:
-    return exempt_schema()
-
-
 # --- rules ---------------------------------------------------------------------------------------------------------
 
 def no_privilege_escalation(args: ResourceValidationArgs, report: ReportViolation) -> None:

@@ -122,7 +122,7 @@ def _extra_problems(store: Any, props: Any) -> list[str]:
 def _key_problem(index: StackIndex, store: Any, site: Optional[str], key: KeyInput) -> Optional[str]:
     value = get(index.props(store), *key.path)
     keys = index.refs(store, key.prop, KEY_TYPES)
-    if value is None and not keys:
+    if value is None:  # not set: plain dependencies on a key (the fallback lineage) do not make it set
         return f"has no {key.what}: it would use an AWS-managed key (or none); set a customer-managed key of its site"
     if isinstance(value, str) and value is not UNKNOWN and "alias/aws/" in value:
         return f"{key.what} is the AWS-managed key {value}"

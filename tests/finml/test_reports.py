@@ -108,4 +108,4 @@ def test_json_report_summarises_and_lists_violations(results):
 def test_text_report_is_for_people(results):
     text = render([results["bad"]], "text")
     assert "MANDATORY violations (1):" in text and "fix: Set enable_key_rotation=True." in text
-    assert text.rstrip().endswith("policy result: FAIL — 1 mandatory, 0 advisory")
+    assert text.rstrip().endswith("policy result: FAIL — 1 mandatory, 0 advisory, 0 waived")

@@ -387,3 +387,13 @@ def test_every_new_rule_has_a_control_mapping():
         controls_for("residency-aws-data-site")
     assert CONFIG  # the harness config covers the new rules too
     assert HARDENED and ACCOUNT_KEY_POLICY
+
+
+def test_readme_coverage_matrix_matches_controls():
+    from pathlib import Path
+
+    from finml_rules.config import all_policy_names
+    from finml_rules.controls import coverage_matrix_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert coverage_matrix_markdown(all_policy_names()) in readme
