@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from finml.audit import catalogue as cat
 from finml.audit.collect import (EBS_DEFAULT_ENCRYPTION, EBS_VOLUME, EKS_CLUSTER, ELASTICACHE_RG, KMS_KEY, LOG_GROUP,
