@@ -10,11 +10,13 @@ inputs. One stack per process: the Pulumi runtime keeps global state.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import runpy
 import sys
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -79,6 +81,12 @@ def make_monitor():
     return mocks, RecordingMonitor(mocks)
 
 
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    raise TypeError(f"config value of type {type(value).__name__} is not JSON serialisable")
+
+
 def run_program(stack: StackConfig, program: Path) -> Plan:
     """Run `program` (a Pulumi program file) for `stack` under the mock runtime; return its plan."""
     import pulumi
@@ -93,7 +101,8 @@ def run_program(stack: StackConfig, program: Path) -> Plan:
             # Never decrypted offline: the program gets a placeholder and the engine sees a secret.
             config[key] = f"<secret {key}: not decrypted by the offline preview>"
         else:
-            config[key] = value if isinstance(value, str) else json.dumps(value)
+            # YAML dates (e.g. a waiver's `expires`) reach a Pulumi program as the strings the CLI passes on.
+            config[key] = value if isinstance(value, str) else json.dumps(value, default=_yaml_scalar)
     pulumi.runtime.set_all_config(config, list(stack.secret_keys))
     program = program.resolve()
     program_dir = str(program.parent)
@@ -105,7 +114,9 @@ def run_program(stack: StackConfig, program: Path) -> Plan:
         _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
     finally:
         os.chdir(cwd)
-    return Plan(project=PROJECT, stack=stack.stack, config=stack.non_secret_config(),
+    # As the Pulumi CLI passes it: JSON values (YAML dates become ISO strings).
+    plain_config = json.loads(json.dumps(stack.non_secret_config(), default=_yaml_scalar))
+    return Plan(project=PROJECT, stack=stack.stack, config=plain_config,
                 resources=list(monitor.records.values()))
 
 

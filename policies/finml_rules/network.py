@@ -164,7 +164,8 @@ def imds_hop_limit(args: ResourceValidationArgs, report: ReportViolation) -> Non
         _report(args, report, props, "must set metadataOptions.httpPutResponseHopLimit: 1 explicitly (unset, the "
                                      "AMI's or account's default applies, 2 on EKS-optimised AMIs).")
     elif not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit != 1:
-        _report(args, report, props, f"sets metadataOptions.httpPutResponseHopLimit: {limit!r}; above 1, pods can "
+        shown = f"{limit:g}" if isinstance(limit, (int, float)) and not isinstance(limit, bool) else repr(limit)
+        _report(args, report, props, f"sets metadataOptions.httpPutResponseHopLimit: {shown}; above 1, pods can "
                                      "reach the node's instance credentials.")
 
 

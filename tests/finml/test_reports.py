@@ -109,3 +109,31 @@ def test_text_report_is_for_people(results):
     text = render([results["bad"]], "text")
     assert "MANDATORY violations (1):" in text and "fix: Set enable_key_rotation=True." in text
     assert text.rstrip().endswith("policy result: FAIL — 1 mandatory, 0 advisory, 0 waived")
+
+
+def test_sarif_with_controls_and_waiver_suppressions_is_valid(sarif_schema, stack_plans):
+    """The real pack's SARIF: rules tagged with control ids, results carrying them, waived findings as suppressions."""
+    sys.path.insert(0, str(ROOT / "policies"))
+    from finml_rules.config import pack_config
+
+    from finml.config import load_stack_file
+
+    plan = load_plan(stack_plans["dev"])
+    templates = [r for r in plan.resources if r.type == "aws:ec2/launchTemplate:LaunchTemplate"]
+    for template in templates:
+        template.props["metadataOptions"]["httpPutResponseHopLimit"] = 2
+    platform = load_stack_file(ROOT / "stacks" / "Pulumi.dev.yaml").platform
+    waiver = {"rule": "network-imds-hop-limit", "resources": [templates[0].urn], "reason": "vendor agent",
+              "ticket": "SEC-1", "approver": "ciso", "expires": "2027-02-01"}
+    config = pack_config({k: list(v) for k, v in platform.residency.items()}, sorted(platform.sites),
+                         waivers=[waiver], waiver_date="2027-01-15")
+    result = check_plan(plan, ROOT / "policies", config)
+    doc = json.loads(render([result], "sarif"))
+    jsonschema.validate(doc, sarif_schema)
+    [run] = doc["runs"]
+    findings = [r for r in run["results"] if r["ruleId"] == "network-imds-hop-limit"]
+    assert len(findings) == len(templates)
+    assert sum(1 for r in findings if r.get("suppressions")) == 1
+    assert all("pci-dss:2.2.6" in r["properties"]["controls"] for r in findings)
+    rule = next(r for r in run["tool"]["driver"]["rules"] if r["id"] == "network-imds-hop-limit")
+    assert "cis-aws:5.6" not in rule["properties"]["tags"] and "nist-800-53:AC-6" in rule["properties"]["tags"]

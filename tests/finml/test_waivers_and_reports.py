@@ -207,6 +207,39 @@ def test_config_check_validates_waivers(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "waivers" in proc.stderr
 
 
+def test_stack_file_waivers_reach_the_pack_through_preview_and_policy_check(tmp_path):
+    """The whole path: stack file -> offline preview (YAML date -> ISO string, as the Pulumi CLI passes it) -> plan
+    config -> `finml policy check` derives the pack config with the waivers -> waived, exit 0."""
+    stacks = _stack_file_with(tmp_path / "s", """waivers:
+  - rule: network-imds-hop-limit
+    resources: ["urn:pulumi:dev::finml::*aws:ec2/launchTemplate:LaunchTemplate::*"]
+    reason: vendor agent
+    ticket: SEC-4711
+    approver: ciso-delegate
+    expires: 2099-12-31""")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "finml.cli", "--stacks-dir", str(stacks), "preview", "--stack", "dev",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    # 2099 is more than a year away: the pack reports the waiver itself, and nothing is waived by it
+    assert proc.returncode == 1 and "policy-waivers-valid" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    data = json.loads((out / "dev" / "plan.json").read_text())
+    platform = data["config"]["finml:platform"]
+    platform = json.loads(platform) if isinstance(platform, str) else platform
+    assert platform["waivers"][0]["expires"] == "2099-12-31"
+    for r in data["resources"]:
+        if r["type"] == "aws:ec2/launchTemplate:LaunchTemplate":
+            r["props"]["metadataOptions"]["httpPutResponseHopLimit"] = 2
+    platform["waivers"][0]["expires"] = (datetime.date.today() + datetime.timedelta(days=30)).isoformat()
+    data["config"]["finml:platform"] = platform
+    edited = tmp_path / "plan.json"
+    edited.write_text(json.dumps(data))
+    check = subprocess.run([sys.executable, "-m", "finml.cli", "policy", "check", "--plan", str(edited), "--format",
+                            "json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
+    report = json.loads(check.stdout)["stacks"][0]
+    assert report["violations"] == [] and {w["policy"] for w in report["waived"]} == {"network-imds-hop-limit"}
+
+
 # --- control ids in findings and the catalogue -------------------------------------------------------------------
 
 def test_policies_list_framework_json():

@@ -115,7 +115,10 @@ def test_no_privileged_host_path_or_host_network_anywhere(any_stack):
             assert [v["hostPath"]["path"] for v in spec["volumes"]] == ["/var/lib/kubelet/device-plugins"]
             [container] = spec["containers"]
             assert container["securityContext"] == {"allowPrivilegeEscalation": False,
-                                                    "capabilities": {"drop": ["ALL"]}}, str(record)
+                                                    "capabilities": {"drop": ["ALL"]},
+                                                    "seccompProfile": {"type": "RuntimeDefault"}}, str(record)
+            assert spec["automountServiceAccountToken"] is False, str(record)
+            assert set(container["resources"]["limits"]) == {"cpu", "memory"}, str(record)
             inputs = {**inputs, "spec": {**inputs["spec"], "template": {"spec": {**spec, "volumes": []}}}}
         text = repr(inputs)
         for forbidden in ("'privileged': True", "hostPath", "'hostNetwork': True", "'hostPID': True",
