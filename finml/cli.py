@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from finml import cli_features, cli_policies
+from finml import cli_audit, cli_features, cli_policies
 from finml.plan import write_text_atomic
 
 # Where finml itself is installed. Nothing project-related is resolved from here (see finml.project).
@@ -525,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = gpu.add_parser("probe", help="probe this host's GPUs with NVML (pass --help for options)", add_help=False)
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
     cli_policies.register(sub)
+    cli_audit.register(sub)  # audit, bootstrap
     return parser
 
 

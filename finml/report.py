@@ -18,8 +18,12 @@ def _stack_file(result: CheckResult) -> str:
 
 
 def render_text(result: CheckResult, show_summary: bool = True) -> str:
-    lines = [f"Stack {result.stack}: {result.resources_checked} resources checked by policy pack "
-             f"{result.pack}@{result.pack_version} ({len(result.policies)} policies)"]
+    if getattr(result, "kind", "policy") == "audit":  # finml.audit.run.AuditResult: a live account, not a plan
+        lines = [f"Stack {result.stack}: {result.resources_checked} live resources audited in account "
+                 f"{result.account} across {len(result.regions)} regions ({len(result.policies)} rules)"]
+    else:
+        lines = [f"Stack {result.stack}: {result.resources_checked} resources checked by policy pack "
+                 f"{result.pack}@{result.pack_version} ({len(result.policies)} policies)"]
     if show_summary:
         lines.append("  resources by site:")
         lines += [f"    {site:<24} {n:>5}" for site, n in sorted(result.resources_by_site.items())]
@@ -50,7 +54,8 @@ def render_text(result: CheckResult, show_summary: bool = True) -> str:
 
 
 def render_json(results: list[CheckResult]) -> str:
-    doc = {"format": "finml-policy-report/1", "stacks": [r.to_json() for r in results],
+    kind = getattr(results[0], "kind", "policy") if results else "policy"
+    doc = {"format": f"finml-{kind}-report/1", "stacks": [r.to_json() for r in results],
            "passed": all(not r.mandatory for r in results)}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -116,8 +121,9 @@ def render_sarif(results: list[CheckResult]) -> str:
         rule_ids = [rule["id"] for rule in rules]
         sarif_results = [_sarif_result(r, v, rule_ids) for v in list(r.violations) + list(r.waived)]
         runs.append({
-            "tool": {"driver": {"name": "finml-policy", "version": __version__, "rules": rules}},
-            "automationDetails": {"id": f"finml-policy/{r.stack}/"},
+            "tool": {"driver": {"name": f"finml-{getattr(r, 'kind', 'policy')}", "version": __version__,
+                                "rules": rules}},
+            "automationDetails": {"id": f"finml-{getattr(r, 'kind', 'policy')}/{r.stack}/"},
             "results": sarif_results,
         })
     doc = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": runs}
@@ -133,16 +139,17 @@ def _xml(text: str) -> str:
 
 
 def render_junit(results: list[CheckResult]) -> str:
-    suites = ET.Element("testsuites", name="finml policy check")
+    kind = getattr(results[0], "kind", "policy") if results else "policy"
+    suites = ET.Element("testsuites", name="finml policy check" if kind == "policy" else f"finml {kind}")
     total_tests = total_failures = 0
     for r in results:
-        suite = ET.SubElement(suites, "testsuite", name=_xml(f"policy.{r.stack}"))
+        suite = ET.SubElement(suites, "testsuite", name=_xml(f"{kind}.{r.stack}"))
         by_policy: dict[str, list[Violation]] = {}
         for v in r.violations:
             by_policy.setdefault(v.policy, []).append(v)
         failures = 0
         for p in sorted(r.policies, key=lambda p: p.name):
-            case = ET.SubElement(suite, "testcase", classname=_xml(f"finml.policy.{r.stack}"), name=_xml(p.name))
+            case = ET.SubElement(suite, "testcase", classname=_xml(f"finml.{kind}.{r.stack}"), name=_xml(p.name))
             found = by_policy.get(p.name, [])
             mandatory = [v for v in found if v.enforcement == "mandatory"]
             body = "\n".join(f"{v.urn or '(stack)'}: {v.message} [site={v.site}; classification={v.classification}]"
