@@ -47,12 +47,12 @@ def _load(args: argparse.Namespace):
 
 
 def _drift_plan(args: argparse.Namespace, stack_name: str):
-    from finml.cli import ROOT, UsageError
+    from finml.cli import UsageError, _project, _resolve
     from finml.plan import PlanError, load_plan
 
     if args.no_drift:
         return None, None
-    path = Path(args.plan) if args.plan else ROOT / "build" / stack_name / "plan.json"
+    path = _resolve(args, args.plan) if args.plan else _project(args).build_dir / stack_name / "plan.json"
     if not path.exists():
         if args.plan:
             raise UsageError(f"--plan: {path} does not exist")
@@ -69,6 +69,11 @@ def _drift_plan(args: argparse.Namespace, stack_name: str):
 
 @_usage_errors_exit_2
 def cmd_audit(args: argparse.Namespace) -> int:
+    from finml.audit import catalogue
+    from finml.cli import _pack_dir
+
+    # The rules are the project's pack's (ids, controls, shared checks): point the audit at it before it loads them.
+    catalogue.PACK_DIR = _pack_dir(args)
     from finml.audit.aws import EnvironmentProblem
     from finml.audit.run import audit_stack
     from finml.config import ConfigError
