@@ -40,9 +40,9 @@ def catalogue(pack_dir: Path, framework: str | None = None) -> list[dict[str, An
     return out
 
 
-def waiver_problems(stack: Any, pack_dir: Path, today: str | None = None) -> list[str]:
-    """What `finml config check` reports about a stack's waivers: unknown rules, expired or over-long ones (the pack
-    judges the same way; `today` YYYY-MM-DD, default today UTC)."""
+def waiver_problems(stack: Any, pack_dir: Path, today: str | None = None, include_expired: bool = True) -> list[str]:
+    """What is wrong with a stack's waivers, judged by the pack's own code: malformed, unknown rules, running over a
+    year and (unless ``include_expired`` is false) expired. `today` YYYY-MM-DD, default today UTC."""
     if not stack.platform.waivers:
         return []
     if str(pack_dir) not in sys.path:
@@ -52,7 +52,7 @@ def waiver_problems(stack: Any, pack_dir: Path, today: str | None = None) -> lis
 
     day = waivers.parse_date(today) if today else waivers.today_utc()
     raw = [w.to_pack() for w in stack.platform.waivers]
-    return [problem for _, problem in waivers.validity_problems(raw, day, all_policy_names())]
+    return [problem for _, problem in waivers.validity_problems(raw, day, all_policy_names(), include_expired)]
 
 
 def cmd_policies_list(args: argparse.Namespace) -> int:

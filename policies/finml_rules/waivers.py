@@ -135,10 +135,10 @@ def parse_waivers(raw: Any, rule_names: Optional[Iterable[str]] = None) -> tuple
     return waivers, problems
 
 
-def validity_problems(raw: Any, today: datetime.date,
-                      rule_names: Optional[Iterable[str]] = None) -> list[tuple[Optional[int], str]]:
-    """Everything wrong with the stack's waivers on ``today``: malformed, expired, or running longer than
-    MAX_DAYS. (index or None, message)."""
+def validity_problems(raw: Any, today: datetime.date, rule_names: Optional[Iterable[str]] = None,
+                      include_expired: bool = True) -> list[tuple[Optional[int], str]]:
+    """Everything wrong with the stack's waivers on ``today``: malformed, expired (unless ``include_expired`` is
+    false), or running longer than MAX_DAYS. (index or None, message)."""
     waivers, problems = parse_waivers(raw, rule_names)
     out: list[tuple[Optional[int], str]] = []
     for problem in problems:
@@ -146,6 +146,8 @@ def validity_problems(raw: Any, today: datetime.date,
         out.append((int(match.group(1)) if match else None, problem))
     for waiver in waivers:
         if waiver.expired(today):
+            if not include_expired:
+                continue
             out.append((waiver.index, f"waivers[{waiver.index}] ({waiver.ticket}, rule {waiver.rule}) expired on "
                                       f"{waiver.expires.isoformat()}; renew it with a new approval or fix the "
                                       "finding"))

@@ -126,10 +126,12 @@ def test_drift_against_the_plan(moto, seeded, tmp_path, monkeypatch):
     live = [r for r in inv.resources if r.tags.get(TAG_STACK) == STACK and r.type != VPC_ENDPOINT]
     rogue = seeded.names["key-outside"]
     regions = sorted({r.region for r in live} | {REPLICA})
+    root = PlanResource(f"urn:pulumi:{STACK}::finml::pulumi:pulumi:Stack::finml-{STACK}", "pulumi:pulumi:Stack",
+                        f"finml-{STACK}", False, None, None, props={})
     providers = {region: PlanResource(f"urn:pulumi:{STACK}::finml::pulumi:providers:aws::aws-{region}",
-                                      "pulumi:providers:aws", f"aws-{region}", True, None, None,
+                                      "pulumi:providers:aws", f"aws-{region}", True, root.urn, None,
                                       props={"region": region}) for region in regions}
-    resources = list(providers.values())
+    resources = [root, *providers.values()]
     changed = {seeded.names["key-no-rotation"], seeded.names["vpc-leaky-subnet"], "finml-good-internal"}
     for r in live:
         if r.name == rogue:
@@ -153,7 +155,7 @@ def test_drift_against_the_plan(moto, seeded, tmp_path, monkeypatch):
             props["kmsKeyId"] = UNKNOWN_MARKER if r.props.get("kmsKeyId") else None
             props = {k: v for k, v in props.items() if v is not None}
         name = f"res-{len(resources)}"
-        resources.append(PlanResource(f"urn:pulumi:{STACK}::finml::{r.type}::{name}", r.type, name, True, None,
+        resources.append(PlanResource(f"urn:pulumi:{STACK}::finml::{r.type}::{name}", r.type, name, True, root.urn,
                                       providers[region].urn, props=props))
     plan_file = tmp_path / "plan.json"
     write_plan(Plan("finml", STACK, {}, resources), plan_file)
@@ -172,7 +174,9 @@ def test_drift_against_the_plan(moto, seeded, tmp_path, monkeypatch):
 
 def test_drift_plan_of_another_stack_is_bad_input(moto, tmp_path):
     plan_file = tmp_path / "plan.json"
-    write_plan(Plan("finml", "dev", {}, []), plan_file)
+    stack = PlanResource("urn:pulumi:dev::finml::pulumi:pulumi:Stack::finml-dev", "pulumi:pulumi:Stack", "finml-dev",
+                         False, None, None, props={})
+    write_plan(Plan("finml", "dev", {}, [stack]), plan_file)
     proc = finml("audit", "--stack", STACK, "--endpoint-url", moto.url, "--plan", str(plan_file))
     assert proc.returncode == 2 and "is the plan of stack 'dev'" in proc.stderr and "Traceback" not in proc.stderr
 

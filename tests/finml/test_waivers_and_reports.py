@@ -205,6 +205,17 @@ def test_config_check_validates_waivers(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "finml.cli", "--stacks-dir", str(bad), "config", "check",
                            "--stack", "dev"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "waivers" in proc.stderr
+    # Expired is not malformed: config check accepts it; the gates report it (policy-waivers-valid, exit 1).
+    lapsed = _stack_file_with(tmp_path / "c", """waivers:
+  - rule: network-imds-hop-limit
+    resources: ["urn:pulumi:dev::finml::*"]
+    reason: vendor agent
+    ticket: SEC-2
+    approver: ciso-delegate
+    expires: 2026-01-31""")
+    proc = subprocess.run([sys.executable, "-m", "finml.cli", "--stacks-dir", str(lapsed), "config", "check",
+                           "--stack", "dev"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_stack_file_waivers_reach_the_pack_through_preview_and_policy_check(tmp_path):
