@@ -279,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu = sub.add_parser("gpu", help="GPU tools").add_subparsers(dest="gpu_command", required=True)
     p = gpu.add_parser("probe", help="probe this host's GPUs with NVML (pass --help for options)", add_help=False)
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
+    from finml import cli_train; cli_train.register(sub)  # noqa: E702 — train render|local, check-manifests
     return parser
 
 
@@ -301,4 +302,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main: command modules raise finml.cli.UsageError, not __main__.UsageError.
+    from finml.cli import main as _main
+    sys.exit(_main())
