@@ -19,17 +19,16 @@ from workloads.cluster_base import ClusterBase, ClusterBaseArgs
 from workloads import cluster_base as cluster_base_module
 from workloads import feature_store as feature_store_module
 from workloads import serving as serving_module
-from workloads import training as training_module
 from workloads.feature_store import FeatureStore, FeatureStoreArgs
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
 from workloads.serving import InferenceService, InferenceServiceArgs
-from workloads.training import TrainingJob, TrainingJobArgs
+from workloads.training import Training, TrainingArgs, gpu_quota_for
 
 
 class PlatformDeployment(TypedDict):
     cluster_base: ClusterBase
     feature_store: FeatureStore | None
-    training_jobs: dict[str, TrainingJob]
+    training: Training | None
     inference_services: dict[str, InferenceService]
 
 
@@ -54,7 +53,7 @@ def register_lineage(stack: StackConfig, opts: pulumi.ResourceOptions | None = N
 
 def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, profiles: dict[str, Any], *,
                     gpu_quota: int | None = None) -> PlatformDeployment:
-    """ClusterBase plus the feature store, training jobs and inference services the config places on `site`.
+    """ClusterBase plus the feature store, training platform and inference services the config places on `site`.
 
     Every Kubernetes object gets `k8s_provider` (the site's cluster) and waits for the ClusterBase namespaces and
     policies. Workloads carry their model's name and classification (props and labels); `gpu_quota` caps the
@@ -76,12 +75,11 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
     store_args = (FeatureStoreArgs(site=site, classification=store.classification,
                                    image=image(feature_store_module.DEFAULT_IMAGE))
                   if store is not None and store.site == site else None)
-    training_args = [
-        TrainingJobArgs(job_name=job.name, site=site, model=job.model, classification=model_classes[job.model],
-                        gpu_profile=resolve_gpu_profile(job.gpu_profile, profiles), gpus=job.gpus,
-                        image=image(training_module.DEFAULT_IMAGE))
-        for job in platform.workloads.training if job.site == site
-    ]
+    # Training runs are rendered per run (`finml train render`); the cluster keeps what they all rely on.
+    site_jobs = [job for job in platform.workloads.training if job.site == site]
+    for job in site_jobs:
+        resolve_gpu_profile(job.gpu_profile, profiles)
+    training_args = TrainingArgs(site=site, gpu_quota=gpu_quota_for(site_jobs)) if site_jobs else None
     serving_args = [
         InferenceServiceArgs(service_name=svc.name, site=site, model=svc.model,
                              classification=model_classes[svc.model],
@@ -103,11 +101,11 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
 
     feature_store = (FeatureStore(child_name("feature-store", site), store_args, opts=workload_opts())
                      if store_args is not None else None)
-    training_jobs = {a.job_name: TrainingJob(child_name(a.job_name, site), a, opts=workload_opts())
-                     for a in training_args}
+    training = (Training(child_name("training", site), training_args, opts=workload_opts())
+                if training_args is not None else None)
     inference_services = {a.service_name: InferenceService(child_name(a.service_name, site), a,
                                                            opts=workload_opts())
                           for a in serving_args}
 
-    return PlatformDeployment(cluster_base=base, feature_store=feature_store, training_jobs=training_jobs,
+    return PlatformDeployment(cluster_base=base, feature_store=feature_store, training=training,
                               inference_services=inference_services)

@@ -24,6 +24,7 @@ ENTITY_KEY = "card_id"
 TIMESTAMP = "event_timestamp"
 LABEL = "is_fraud"
 CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
+NOT_FEATURES = frozenset({ENTITY_KEY, TIMESTAMP, LABEL})
 
 
 class TrainingSetError(ValueError):
@@ -35,6 +36,10 @@ class FeatureView:
     name: str
     classification: str
     features: tuple[str, ...]
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [f for f in self.features if f not in NOT_FEATURES]
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ class Lineage:
         seen: dict[str, None] = {}
         for view in self.feature_views:
             for feature in view.features:
-                seen.setdefault(feature, None)
+                if feature not in NOT_FEATURES:  # the label's source view lists the label among its columns
+                    seen.setdefault(feature, None)
         return list(seen)
 
 
@@ -130,7 +136,8 @@ def load_training_set(directory: str | Path, *, verify_digest: bool = True) -> T
 
 @dataclass(frozen=True)
 class Split:
-    """Arrays for training and the time-based hold-out; features standardised with the training part's moments."""
+    """Arrays for training and the time-based hold-out: model inputs (signed log1p, then standardised with the
+    training part's moments) and the raw values (for the baseline and the logged model's input example)."""
 
     features: list[str]
     x_train: np.ndarray
@@ -142,6 +149,12 @@ class Split:
     cutoff: pd.Timestamp
     raw_train: np.ndarray
     raw_holdout: np.ndarray
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """Compresses heavy tails (amounts, counts) so no feature dominates a standardised input; monotone, so the
+    trees of the baseline, which get raw values, would split identically. FraudScorer applies the same map."""
+    return np.sign(x) * np.log1p(np.abs(x))
 
 
 def time_split(ts: TrainingSet, holdout_fraction: float = 0.2) -> Split:
@@ -168,11 +181,12 @@ def time_split(ts: TrainingSet, holdout_fraction: float = 0.2) -> Split:
         raise TrainingSetError(f"{ts.parquet_path}: the time split leaves a part without rows or without fraud "
                                f"(train {len(y_train)} rows/{int(y_train.sum())} fraud, hold-out {len(y_hold)}/"
                                f"{int(y_hold.sum())}); use more rows or another hold-out fraction")
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
+    t_train, t_hold = signed_log1p(x_train), signed_log1p(x_hold)
+    mean = t_train.mean(axis=0)
+    std = t_train.std(axis=0)
     std[std < 1e-9] = 1.0
     return Split(features=features,
-                 x_train=((x_train - mean) / std).astype(np.float32), y_train=y_train,
-                 x_holdout=((x_hold - mean) / std).astype(np.float32), y_holdout=y_hold,
+                 x_train=((t_train - mean) / std).astype(np.float32), y_train=y_train,
+                 x_holdout=((t_hold - mean) / std).astype(np.float32), y_holdout=y_hold,
                  mean=mean.astype(np.float32), std=std.astype(np.float32), cutoff=cutoff,
                  raw_train=x_train.astype(np.float32), raw_holdout=x_hold.astype(np.float32))

@@ -46,5 +46,6 @@ class FraudScorer(nn.Module):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0) - self.mean) / self.std
+        x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        x = (torch.sign(x) * torch.log1p(torch.abs(x)) - self.mean) / self.std  # as data.time_split
         return torch.sigmoid(self.mlp(x))

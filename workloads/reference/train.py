@@ -335,7 +335,7 @@ def scores_of(model: nn.Module, x: torch.Tensor, mode: str, bf16: bool, device: 
 
 def gbt_baseline(split: Split, seed: int) -> dict[str, float]:
     from sklearn.ensemble import HistGradientBoostingClassifier
-    clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, early_stopping=False, random_state=seed)
+    clf = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, early_stopping=False, random_state=seed)
     started = time.perf_counter()
     clf.fit(split.raw_train, split.y_train.astype(int))
     result = evaluate(split.y_holdout, clf.predict_proba(split.raw_holdout)[:, 1])
