@@ -285,14 +285,14 @@ class Tracker:
         if self.enabled:
             self.mlflow.log_metrics(metrics, step=step)
 
-    def log_model(self, scorer: nn.Module, split: Split, model_name: str | None) -> dict[str, Any]:
+    def log_model(self, scorer: nn.Module, ts: TrainingSet, split: Split, model_name: str | None) -> dict[str, Any]:
         if not self.enabled:
             return {}
-        import pandas as pd
         from mlflow.models import infer_signature
         mlflow = self.mlflow
         scripted = torch.jit.script(scorer.cpu().eval())
-        example = pd.DataFrame(split.raw_holdout[:5], columns=split.features)
+        # Raw feature columns with the training set's own dtypes: what a client sends (integers stay integers).
+        example = ts.frame[split.features].tail(5).reset_index(drop=True)
         with torch.no_grad():
             prediction = scripted(torch.from_numpy(example.to_numpy(dtype=np.float32))).numpy()
         signature = infer_signature(example, prediction)
@@ -471,7 +471,7 @@ def _train(args: argparse.Namespace, d: Dist) -> dict[str, Any]:
                                 step=args.epochs - 1)
             mlp = FraudMLP(len(split.features), args.hidden)
             mlp.load_state_dict(full_state)
-            summary |= tracker.log_model(FraudScorer(mlp, split.mean, split.std), split, args.model_name)
+            summary |= tracker.log_model(FraudScorer(mlp, split.mean, split.std), ts, split, args.model_name)
             if args.summary_json is not None:
                 args.summary_json.parent.mkdir(parents=True, exist_ok=True)
                 args.summary_json.write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
