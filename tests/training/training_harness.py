@@ -23,26 +23,9 @@ FAST_ARGS = ("--hidden=64,64", "--global-batch-size=1024", "--epochs=3")
 
 def build_fraud_training_set(directory: Path, rows: int = ROWS, seed: int = DATA_SEED) -> Path:
     """generate_transactions -> offline store -> Feast -> build_training_set, as workloads/feature_repo does it."""
-    from feast import FeatureStore, RepoConfig
-    from feast.repo_config import RegistryConfig
+    from workloads.reference.local_data import build_feature_store_training_set
 
-    from workloads.feature_repo.catalog import PROJECT
-    from workloads.feature_repo.definitions import feature_objects
-    from workloads.feature_repo.sources import write_offline_store
-    from workloads.feature_repo.synthetic import entity_tables, generate_transactions
-    from workloads.feature_repo.training_set import build_training_set
-
-    transactions = generate_transactions(rows, seed=seed)
-    write_offline_store(directory / "offline", transactions, entity_tables(rows, seed=seed))
-    config = RepoConfig(project=PROJECT, provider="local", repo_path=str(directory),
-                        registry=RegistryConfig(path=str(directory / "registry.db")),
-                        online_store={"type": "sqlite", "path": str(directory / "online.db")},
-                        offline_store={"type": "file"}, entity_key_serialization_version=3)
-    store = FeatureStore(config=config)
-    store.apply(feature_objects(site=SITE, offline_uri=str(directory / "offline"), allowed="restricted"))
-    out = directory / "training-set"
-    build_training_set(store, out, transactions=transactions, site=SITE)
-    return out
+    return build_feature_store_training_set(directory, rows, seed=seed, site=SITE)
 
 
 @dataclass

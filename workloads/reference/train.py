@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import math
 import os
+import resource
 import shutil
 import sys
 import time
@@ -344,20 +345,20 @@ def gbt_baseline(split: Split, seed: int) -> dict[str, float]:
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    ts = load_training_set(args.training_set)  # bad input fails before any process group is formed
     d = init_distributed()
     try:
-        return _train(args, d)
+        return _train(args, d, ts)
     finally:
         dist.destroy_process_group()
 
 
-def _train(args: argparse.Namespace, d: Dist) -> dict[str, Any]:
+def _train(args: argparse.Namespace, d: Dist, ts: TrainingSet) -> dict[str, Any]:
     if args.global_batch_size % d.world_size:
         raise SystemExit(f"--global-batch-size {args.global_batch_size} must be a multiple of the world size "
                          f"{d.world_size}")
     make_deterministic(args.seed, d.device)
     bf16 = use_bf16(args.precision, d.device)
-    ts = load_training_set(args.training_set)
     split = time_split(ts, args.holdout_fraction)
     x_train = torch.from_numpy(split.x_train).to(d.device)
     y_train = torch.from_numpy(split.y_train).to(d.device)
@@ -461,6 +462,7 @@ def _train(args: argparse.Namespace, d: Dist) -> dict[str, Any]:
                 "samples_per_second": float(np.mean([h["samples_per_second"] for h in history])),
                 "history": history, "mlflow_run_id": run_id,
                 "peak_memory_bytes": torch.cuda.max_memory_allocated(d.device) if d.device.type == "cuda" else None,
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             }
             if args.baseline:
                 baseline = gbt_baseline(split, args.seed)
