@@ -118,9 +118,14 @@ def cmd_train_local(args: argparse.Namespace) -> int:
         raise UsageError(f"--nproc {args.nproc}; allowed: 1 or more")
     work = Path(args.work_dir)
     training_set = Path(args.training_set) if args.training_set else None
+    if training_set is None and args.rows:
+        from workloads.reference.local_data import build_feature_store_training_set
+        print(f"building a training set of {args.rows} synthetic transactions through the local feature store "
+              f"(Feast, point-in-time join) under {work / 'feature-store'}…", file=sys.stderr, flush=True)
+        training_set = build_feature_store_training_set(work / "feature-store", args.rows, seed=args.data_seed)
     if training_set is None:
-        raise UsageError("--training-set: required (a directory with training_set.parquet and "
-                         "training_set.lineage.json, e.g. from the feature store's training-set builder)")
+        raise UsageError("--training-set: required unless --rows is given (a directory with training_set.parquet "
+                         "and training_set.lineage.json, e.g. from the feature store's training-set builder)")
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(ROOT))
     if args.tracking_uri:
         env["MLFLOW_TRACKING_URI"] = args.tracking_uri
@@ -165,6 +170,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("ddp", "fsdp2"), default="ddp")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--training-set", help="directory with training_set.parquet + training_set.lineage.json")
+    p.add_argument("--rows", type=int, default=0,
+                   help="without --training-set: build one from this many synthetic transactions through the local "
+                        "feature store (Feast) first")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic transactions (--rows)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; none: untracked)")
     p.add_argument("--model-name", help="register the model under this name")
     p.add_argument("--run-name", default="local", help="names the checkpoint directory and MLflow run")
