@@ -172,9 +172,11 @@ def test_workload_objects_wait_for_their_namespace_and_its_default_deny(any_stac
     base_children = [r for r in monitor.k8s() if r.parent_type == "finml:workloads:ClusterBase"]
     assert base_children
     for record in monitor.k8s():
-        if record in base_children or "namespace" not in record.inputs["metadata"]:
-            continue  # cluster-scoped objects (PriorityClass) live in no namespace
-        namespace = record.inputs["metadata"]["namespace"]
+        if record in base_children:
+            continue
+        namespace = record.inputs["metadata"].get("namespace")
+        if namespace is None:  # cluster-scoped (the feature server's auth-delegator binding, the training PriorityClass)
+            continue
         same_cluster = [b for b in base_children if monitor.provider_of(b) == monitor.provider_of(record)]
         (ns,) = [b for b in same_cluster if b.kind == "Namespace" and b.inputs["metadata"]["name"] == namespace]
         (deny,) = [b for b in same_cluster if b.kind == "NetworkPolicy" and b.inputs["metadata"]["namespace"] ==

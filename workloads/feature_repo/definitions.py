@@ -67,19 +67,26 @@ def feature_view(spec: FeatureViewSpec, *, site: str, sources: Mapping[str, Data
         tags=_tags(spec.classification, site))
 
 
-def access_permissions(views: Iterable[FeatureViewSpec],
-                       readers: Mapping[str, Iterable[str]]) -> list[Permission]:
-    """One read permission per classification: the views carrying it may be read by service accounts of the
-    namespaces in `readers[classification]` (none listed: nobody but the admin role)."""
+def access_permissions(views: Iterable[FeatureViewSpec], readers: Mapping[str, Iterable[str]],
+                       services: Mapping[str, str] | None = None) -> list[Permission]:
+    """One read permission per classification: the feature views carrying it (and the feature services whose
+    highest classification it is, from `services`: name → classification) may be read by service accounts of the
+    namespaces in `readers[classification]` (none listed: nobody but the admin role).
+
+    Feast grants when any matching permission grants, so a view must match only its own classification's
+    permission: exact name patterns guarantee that.
+    """
     by_class: dict[str, list[str]] = {}
     for v in views:
         by_class.setdefault(v.classification, []).append(v.name)
+    for name, classification in (services or {}).items():
+        by_class.setdefault(classification, []).append(name)
     perms = [Permission(name="feature-admin", types=[FeatureView, FeatureService, Entity, DataSource],
                         actions=ALL_ACTIONS, policy=RoleBasedPolicy(roles=[ADMIN_ROLE]))]
     for classification in sorted(by_class, key=classification_rank):
         namespaces = sorted(set(readers.get(classification, ())))
         perms.append(Permission(
-            name=f"read-{classification}-features", types=[FeatureView],
+            name=f"read-{classification}-features", types=[FeatureView, FeatureService],
             name_patterns=[f"^{re.escape(n)}$" for n in sorted(by_class[classification])],
             actions=[*READ, AuthzedAction.DESCRIBE],
             policy=NamespaceBasedPolicy(namespaces=namespaces),
@@ -99,10 +106,11 @@ def feature_objects(*, site: str, offline_uri: str, allowed: str,
     ents = entities()
     sources = {name: data_source(name, site=site, offline_uri=offline_uri) for name in {v.source for v in views}}
     fvs = [feature_view(v, site=site, sources=sources, entity_objects=ents) for v in views]
+    service_class = max((v.classification for v in views), key=classification_rank)
     service = FeatureService(name=FRAUD_SERVICE, features=fvs,
                              description="Every feature view of the reference fraud model held on this site.",
-                             tags=_tags(max((v.classification for v in views), key=classification_rank), site))
+                             tags=_tags(service_class, site))
     objects: list = [*ents.values(), *sources.values(), *fvs, service]
     if readers is not None:
-        objects.extend(access_permissions(views, readers))
+        objects.extend(access_permissions(views, readers, {FRAUD_SERVICE: service_class}))
     return objects
