@@ -29,7 +29,7 @@ def registry(s, name, site, cls, provider, *, aws=None, k8s_cls=None, db_cls=Non
 
 
 def test_registry_site_allowed_compliant_and_violating():
-    rule = "registry-site-allowed"
+    rule = "residency-model-registry-site"
     s, h = sites()
     registry(s, "ok-dc1", "onprem:fra-dc1", "restricted", h["dc1_k8s"])
     registry(s, "ok-eu", "aws:eu-central-1", "confidential", h["eks_k8s"], aws=h["eu"])
@@ -42,7 +42,7 @@ def test_registry_site_allowed_compliant_and_violating():
 
 
 def test_registry_site_split_across_sites_or_unknown_fails_closed():
-    rule = "registry-site-allowed"
+    rule = "residency-model-registry-site"
     s, h = sites()
     split = registry(s, "split", "aws:eu-central-1", "confidential", h["eks_k8s"], aws=h["dr"])
     unknown_cls = s.add(REGISTRY, "unknown-cls", {"site": "onprem:fra-dc1", "classification": UNKNOWN})
@@ -53,17 +53,17 @@ def test_registry_site_split_across_sites_or_unknown_fails_closed():
 def test_registry_rules_not_applicable_without_registries():
     s, h = sites()
     workload(s, "Deployment", "app", h["dc1_k8s"])
-    assert run("registry-site-allowed", s) == [] and run("registry-data-classified", s) == []
+    assert run("residency-model-registry-site", s) == [] and run("residency-model-registry-classified", s) == []
 
 
 def test_registry_without_config_fails_closed():
     s, h = sites()
     reg = registry(s, "ok-dc1", "onprem:fra-dc1", "restricted", h["dc1_k8s"])
-    assert pairs(run("registry-site-allowed", s, config=None)) == {("registry-site-allowed", reg.urn)}
+    assert pairs(run("residency-model-registry-site", s, config=None)) == {("residency-model-registry-site", reg.urn)}
 
 
 def test_registry_data_classified():
-    rule = "registry-data-classified"
+    rule = "residency-model-registry-classified"
     s, h = sites()
     registry(s, "ok", "aws:eu-central-1", "confidential", h["eks_k8s"], aws=h["eu"])
     low = registry(s, "low", "aws:eu-central-1", "confidential", h["eks_k8s"], aws=h["eu"], db_cls="internal")
