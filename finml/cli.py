@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = gpu.add_parser("probe", help="probe this host's GPUs with NVML (pass --help for options)", add_help=False)
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
     from finml import cli_train; cli_train.register(sub)  # noqa: E702 — train render|local, check-manifests
+    __import__("finml.cli_model").cli_model.register(sub)
     return parser
 
 
