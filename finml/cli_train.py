@@ -59,8 +59,7 @@ def cmd_train_render(args: argparse.Namespace) -> int:
     run = TrainingRun(stack=stack, site=args.site, job=args.job,
                       run_id=args.run_id or time.strftime("r%Y%m%d%H%M%S", time.gmtime()),
                       image=args.image, classification=classification,
-                      training_set_path=args.training_set_path, **({"registry_url": args.registry_url}
-                                                                    if args.registry_url else {}))
+                      training_set_path=args.training_set_path, registry_url=args.registry_url)
     try:
         manifests = render_training_run(run, load_profiles())
     except RenderError as exc:
@@ -161,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="raise the run's classification label (never lowers the model's)")
     p.add_argument("--training-set-path", default="training-sets/latest",
                    help="training-set directory inside the classification's storage")
-    p.add_argument("--registry-url", help="MLflow tracking URL of the site's registry")
+    p.add_argument("--registry-url", help="MLflow tracking URL (default: the site registry's credentials Secret)")
     p.add_argument("--out", help="write here instead of stdout")
     p.set_defaults(func=cmd_train_render)
 

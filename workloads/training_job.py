@@ -23,6 +23,8 @@ from components.naming import CLASSIFICATION_LABEL, MODEL_LABEL, SITE_LABEL, sit
 from finml.config import CLASSIFICATIONS, StackConfig, classification_rank, resolve_gpu_profile
 from gpu_profiles.schema import PROFILE_LABEL_KEY
 from workloads.cluster_base import TRAINING_NAMESPACE
+from workloads.model_registry import CA_BUNDLE_CONFIGMAP as REGISTRY_CA_CONFIGMAP
+from workloads.model_registry import CREDENTIALS_SECRET as REGISTRY_CREDENTIALS_SECRET
 from workloads.pod import GPU_RESOURCE, PART_OF, mig_resource
 
 COMPONENT = "training"
@@ -38,11 +40,9 @@ CHECKPOINT_CLAIM_PREFIX = "finml-checkpoints-"
 #: Where the training set (parquet + lineage) and checkpoints are mounted.
 DATA_MOUNT = "/data"
 CHECKPOINT_MOUNT = "/checkpoints"
-CA_MOUNT = "/etc/finml/ca"
-#: Secret (username, password) and ConfigMap (ca.pem) the platform team creates per site for the registry.
-REGISTRY_CREDENTIALS_SECRET = "finml-training-registry"
-REGISTRY_CA_CONFIGMAP = "finml-internal-ca"
-DEFAULT_REGISTRY_URL = "https://model-registry.finml-data.svc.cluster.local:5000"
+#: The model registry component publishes its client environment (MLFLOW_TRACKING_URI, _USERNAME, _PASSWORD,
+#: _SERVER_CERT_PATH) as a Secret and its CA as a ConfigMap in the training namespace; runs use both as they are.
+CA_MOUNT = "/etc/finml/registry-ca"
 CPU_PER_GPU = 4
 MEMORY_GIB_PER_GPU = 32
 SHM_GIB_PER_GPU = 8
@@ -76,7 +76,8 @@ class TrainingRun:
     """The training set's classification (its lineage file); the label is the higher of this and the model's."""
     training_set_path: str = "training-sets/latest"
     """Directory of training_set.parquet + lineage inside the classification's storage."""
-    registry_url: str = DEFAULT_REGISTRY_URL
+    registry_url: str | None = None
+    """Overrides the registry Secret's MLFLOW_TRACKING_URI (e.g. another site's registry through a gateway)."""
 
 
 def _job_config(stack: StackConfig, name: str):
@@ -151,12 +152,8 @@ def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict
         f"--model-name={job.model}", f"--experiment={job.model}", f"--run-name={name}",
     ]
     env = [
-        {"name": "MLFLOW_TRACKING_URI", "value": run.registry_url},
-        {"name": "MLFLOW_TRACKING_USERNAME",
-         "valueFrom": {"secretKeyRef": {"name": REGISTRY_CREDENTIALS_SECRET, "key": "username"}}},
-        {"name": "MLFLOW_TRACKING_PASSWORD",
-         "valueFrom": {"secretKeyRef": {"name": REGISTRY_CREDENTIALS_SECRET, "key": "password"}}},
-        {"name": "MLFLOW_TRACKING_SERVER_CERT_PATH", "value": f"{CA_MOUNT}/ca.pem"},
+        *([{"name": "MLFLOW_TRACKING_URI", "value": run.registry_url}] if run.registry_url else []),
+        {"name": "MLFLOW_TRACKING_SERVER_CERT_PATH", "value": f"{CA_MOUNT}/ca.crt"},
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
         {"name": "HOME", "value": "/tmp"},
         *({"name": k, "value": v} for k, v in sorted(NCCL_ENV.items())),
@@ -189,6 +186,7 @@ def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict
             "image": image,
             "imagePullPolicy": "IfNotPresent",
             "command": torchrun,
+            "envFrom": [{"secretRef": {"name": REGISTRY_CREDENTIALS_SECRET}}],
             "env": env,
             "ports": [{"name": "c10d", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
             "resources": {"requests": dict(amount), "limits": dict(amount)},
