@@ -1,5 +1,6 @@
-"""One training run as Kubernetes manifests: an Indexed Job of torchrun workers and the headless Service its
-c10d rendezvous resolves, ready for `kubectl apply -f -` (`finml train render`).
+"""One training run as Kubernetes manifests: an Indexed Job of torchrun workers, the headless Service its c10d
+rendezvous resolves and a NetworkPolicy opening the run's workers to each other only, ready for `kubectl apply -f -`
+(`finml train render`).
 
 A run is submitted, not deployed: the Pulumi program holds only what lasts (namespace, service account, quotas,
 PriorityClass, NetworkPolicies, checkpoint volume claims; see workloads/training.py), and each run is rendered from
@@ -107,7 +108,8 @@ def run_classification(stack: StackConfig, job_name: str, lineage_classification
 
 
 def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Service and the Indexed Job of one run, as plain manifests (camelCase, as `kubectl` reads them)."""
+    """The Service, the run's peer NetworkPolicy and the Indexed Job, as plain manifests (camelCase, as `kubectl`
+    reads them)."""
     stack, site = run.stack, run.site
     if site not in stack.platform.sites:
         raise RenderError(f"{stack.source}: --site {site!r}; allowed: {', '.join(sorted(stack.platform.sites))}")
@@ -235,4 +237,13 @@ def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
-    return [service_manifest, job_manifest]
+    peers = [{"podSelector": {"matchLabels": selector}}]
+    network_policy = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": f"{name}-peers", "namespace": TRAINING_NAMESPACE, "labels": labels},
+        # Workers of this run only (rendezvous, then NCCL/gloo on ports chosen at run time): pods of another run,
+        # perhaps on data of another classification, can neither reach nor be reached by them.
+        "spec": {"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress", "Egress"],
+                 "ingress": [{"from": peers}], "egress": [{"to": peers}]},
+    }
+    return [service_manifest, network_policy, job_manifest]
