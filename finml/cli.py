@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from finml import cli_audit, cli_features, cli_policies
+from finml import cli_audit, cli_features, cli_model, cli_policies, cli_train
 from finml.plan import write_text_atomic
 
 # Where finml itself is installed. Nothing project-related is resolved from here (see finml.project).
@@ -527,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
     cli_policies.register(sub)
     cli_audit.register(sub)  # audit, bootstrap
+    cli_model.register(sub)  # model lineage|promote|copy|audit-log
+    cli_train.register(sub)  # train render|local, check-manifests
     return parser
 
 

@@ -346,7 +346,18 @@ class TrainingWorkload(_Model):
     site: str = Field(description="Site running the job")
     model: str = Field(description="Model the job produces")
     gpu_profile: str = Field(description="GPU profile the job runs on")
-    gpus: int = Field(default=1, ge=1, le=64, description="GPUs requested")
+    gpus: int = Field(default=1, ge=1, le=64, description="GPUs requested (per worker pod)")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker pods of a run (Indexed Job parallelism); "
+                                                             "torchrun --nnodes")
+    procs_per_worker: int | None = Field(default=None, ge=1, le=64,
+                                         description="torchrun --nproc-per-node (default: gpus)")
+    mode: Literal["ddp", "fsdp2"] = Field(default="ddp", description="ddp (data-parallel) or fsdp2 (fully sharded)")
+    epochs: int = Field(default=10, ge=1, le=10000, description="Training epochs of a run")
+    mig_slice: str | None = Field(default=None, description="Train on one MIG slice per worker, e.g. 3g.40gb "
+                                                            "(needs gpus: 1: a CUDA process sees one MIG device)")
+    feature_views: list[str] = Field(default_factory=list,
+                                     description="Feature views of the run's training set (empty: the model's)")
+    max_restarts: int = Field(default=3, ge=0, le=100, description="torchrun --max-restarts per worker")
 
 
 class ServingWorkload(_Model):
@@ -379,6 +390,54 @@ class Waiver(_Model):
                 "approver": self.approver, "expires": self.expires.isoformat()}
 
 
+DEFAULT_REGISTRY_NAMESPACE = "finml-registry"
+
+
+class RegistrySite(_Model):
+    classification: Classification = Field(
+        description="Highest classification of the models this site's registry holds (its database, artifacts and "
+                    "audit bucket are data-bearing at this classification)"
+    )
+    tracking_uri: str | None = Field(
+        default=None, pattern=r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$",
+        description="HTTPS URI clients use for this registry; default: the in-cluster service "
+                    f"https://mlflow.{DEFAULT_REGISTRY_NAMESPACE}.svc.cluster.local",
+    )
+
+
+class PromotionThreshold(_Model):
+    metric: str = Field(description="Metric logged on the source run, e.g. val_auc",
+                        pattern=r"^[A-Za-z0-9_./ -]{1,250}$")
+    min: float | None = Field(default=None, strict=False, description="Lowest allowed value (inclusive)")
+    max: float | None = Field(default=None, strict=False, description="Highest allowed value (inclusive)")
+
+    @model_validator(mode="after")
+    def _bound(self) -> PromotionThreshold:
+        if self.min is None and self.max is None:
+            raise ValueError(f"threshold for {self.metric!r} needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"threshold for {self.metric!r}: min {self.min} is greater than max {self.max}")
+        return self
+
+
+class PromotionConfig(_Model):
+    metrics: list[PromotionThreshold] = Field(
+        default_factory=list, description="Every metric must be logged on the version's source run and in bounds"
+    )
+
+
+class RegistryConfig(_Model):
+    sites: dict[str, RegistrySite] = Field(
+        min_length=1, description="Sites hosting an MLflow tracking server and model registry, keyed by site id; "
+                                  "every site that trains or serves needs one"
+    )
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig, description="Promotion gate thresholds")
+
+    def tracking_uri(self, site: str) -> str:
+        entry = self.sites[site]
+        return entry.tracking_uri or f"https://mlflow.{DEFAULT_REGISTRY_NAMESPACE}.svc.cluster.local"
+
+
 class Platform(_Model):
     environment: str = Field(description="Environment name", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
     description: str = Field(default="", description="What this environment is for")
@@ -392,6 +451,9 @@ class Platform(_Model):
     datasets: list[Dataset] = Field(default_factory=list, description="Datasets and where they live")
     models: list[Model] = Field(default_factory=list, description="Models and their training data")
     workloads: Workloads = Field(default_factory=Workloads, description="ML platform workloads")
+    registry: RegistryConfig | None = Field(
+        default=None, description="Model registries (MLflow) per site and the promotion gate's thresholds"
+    )
     aws_account_id: str | None = Field(
         default=None, pattern=r"^\d{12}$", description="AWS account of the stack's AWS sites (key policies name it)"
     )
@@ -583,6 +645,9 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
         check_site_ref(f"{p}.workloads.training[{i}].site", job.site)
         if job.model not in models:
             problems.append((f"{p}.workloads.training[{i}].model", f"unknown model {job.model!r}"))
+        if job.mig_slice is not None and job.gpus != 1:
+            problems.append((f"{p}.workloads.training[{i}].gpus", f"{job.gpus} with migSlice {job.mig_slice!r}; "
+                             "allowed: 1 (a CUDA process sees a single MIG device; use more workers instead)"))
     for what, names in (("training", [j.name for j in wl.training]), ("serving", [w.name for w in wl.serving])):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -594,6 +659,31 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
             check_site_ref(f"{p}.workloads.serving[{i}].sites[{j}]", site)
         if svc.model not in models:
             problems.append((f"{p}.workloads.serving[{i}].model", f"unknown model {svc.model!r}"))
+
+    if platform.registry is not None:
+        for site_id, entry in platform.registry.sites.items():
+            key = f"{p}.registry.sites.{site_id}"
+            if site_id not in sites:
+                check_site_ref(key, site_id)
+                continue
+            check_classification(f"{key}.classification", entry.classification)
+            if not any(site_matches(site_id, pat) for pat in platform.residency.get(entry.classification, [])):
+                problems.append((f"{key}.classification",
+                                 f"{entry.classification!r} models may not live on {site_id} by this stack's "
+                                 f"residency rules; allowed: "
+                                 f"{', '.join(platform.residency.get(entry.classification, [])) or 'no site'}"))
+            elif entry.classification not in sites[site_id].classifications:
+                problems.append((f"{key}.classification",
+                                 f"{site_id} does not store {entry.classification!r} data (its classifications: "
+                                 f"{', '.join(sites[site_id].classifications)}); add it there first"))
+        used = sorted({j.site for j in wl.training} | {s for svc in wl.serving for s in svc.sites})
+        for site_id in used:
+            if site_id in sites and site_id not in platform.registry.sites:
+                problems.append((f"{p}.registry.sites", f"{site_id} trains or serves models but has no registry; "
+                                                        f"add {site_id} with its classification"))
+        metric_names = [t.metric for t in platform.registry.promotion.metrics]
+        if len(set(metric_names)) != len(metric_names):
+            problems.append((f"{p}.registry.promotion.metrics", "each metric may appear once"))
 
     for i, link in enumerate(platform.vpn):
         if not isinstance(sites.get(link.aws_site), AwsSite) or sites[link.aws_site].network is None:
@@ -711,6 +801,18 @@ def _gpu_checks(platform: Platform, profiles: dict[str, Any]) -> list[tuple[str,
             resolve_gpu_profile(ref, profiles)
         except ValueError as exc:
             problems.append((key, str(exc)))
+    for i, job in enumerate(platform.workloads.training):
+        if job.mig_slice is None:
+            continue
+        try:
+            profile = resolve_gpu_profile(job.gpu_profile, profiles)
+        except ValueError:
+            continue  # already reported above
+        slices = [m.name for m in profile.mig.profiles]
+        if job.mig_slice not in slices:
+            allowed = ", ".join(slices) if slices else f"none ({profile.name} has no MIG)"
+            problems.append((f"{p}.workloads.training[{i}].migSlice",
+                             f"{job.mig_slice!r} is not a MIG slice of {profile.name}; allowed: {allowed}"))
     for i, svc in enumerate(platform.workloads.serving):
         if svc.mig_slice is None:
             continue

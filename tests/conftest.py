@@ -68,6 +68,18 @@ def postgres(tmp_path_factory: pytest.TempPathFactory, local_ca):
         yield pg
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, local_ca, postgres):
+    """A real `mlflow server` (basic-auth app, TLS, PostgreSQL store, proxied artifacts) on loopback.
+
+    Yields a `finml.local.mlflow_server.MlflowServer`: `.tracking_uri`, `.ca_bundle`, `.admin` / `.writer` /
+    `.reader` credentials and `.env(creds)` for MLflow's standard client environment variables.
+    """
+    from finml.local.mlflow_server import MlflowServer
+
+    with MlflowServer(Path(tmp_path_factory.mktemp("mlflow")), local_ca, postgres, name="mlflow") as server:
+        yield server
+
 # ---- feature store (issue 12): private TLS Redis, and Feast with its SQL registry in `postgres`, seeded with
 # synthetic data and served over HTTPS. Self-contained: only needs local_ca and postgres above.
 

@@ -20,18 +20,17 @@ from workloads.cluster_base import ClusterBase, ClusterBaseArgs
 from workloads import cluster_base as cluster_base_module
 from workloads import feature_store as feature_store_module
 from workloads import serving as serving_module
-from workloads import training as training_module
 from workloads.feature_store import ExternalOnlineStore, FeatureStore, FeatureStoreArgs
 from workloads.feature_store_aws import FeatureStoreAws, FeatureStoreAwsArgs
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
 from workloads.serving import InferenceService, InferenceServiceArgs
-from workloads.training import TrainingJob, TrainingJobArgs
+from workloads.training import Training, TrainingArgs, gpu_quota_for
 
 
 class PlatformDeployment(TypedDict):
     cluster_base: ClusterBase
     feature_store: FeatureStore | None
-    training_jobs: dict[str, TrainingJob]
+    training: Training | None
     inference_services: dict[str, InferenceService]
 
 
@@ -76,7 +75,7 @@ def register_lineage(stack: StackConfig, opts: pulumi.ResourceOptions | None = N
 def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, profiles: dict[str, Any], *,
                     gpu_quota: int | None = None, aws_site: Any = None,
                     aws_provider: Any = None) -> PlatformDeployment:
-    """ClusterBase plus the feature store, training jobs and inference services the config places on `site`.
+    """ClusterBase plus the feature store, training platform and inference services the config places on `site`.
 
     Every Kubernetes object gets `k8s_provider` (the site's cluster) and waits for the ClusterBase namespaces and
     policies. Workloads carry their model's name and classification (props and labels); `gpu_quota` caps the
@@ -105,12 +104,11 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                                       registry_image=image(feature_store_module.REGISTRY_IMAGE))
         if aws_site is not None and aws_site.cluster is not None and aws_site.network is not None:
             store_aws = feature_store_aws_args(stack, site, store.classification, aws_site)
-    training_args = [
-        TrainingJobArgs(job_name=job.name, site=site, model=job.model, classification=model_classes[job.model],
-                        gpu_profile=resolve_gpu_profile(job.gpu_profile, profiles), gpus=job.gpus,
-                        image=image(training_module.DEFAULT_IMAGE))
-        for job in platform.workloads.training if job.site == site
-    ]
+    # Training runs are rendered per run (`finml train render`); the cluster keeps what they all rely on.
+    site_jobs = [job for job in platform.workloads.training if job.site == site]
+    for job in site_jobs:
+        resolve_gpu_profile(job.gpu_profile, profiles)
+    training_args = TrainingArgs(site=site, gpu_quota=gpu_quota_for(site_jobs)) if site_jobs else None
     serving_args = [
         InferenceServiceArgs(service_name=svc.name, site=site, model=svc.model,
                              classification=model_classes[svc.model],
@@ -141,11 +139,75 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                 server_role_arn=infra.server_role_arn, materializer_role_arn=infra.materializer_role_arn,
                 egress_cidrs=(stack.aws_sites[site].network.vpc_cidr,))
         feature_store = FeatureStore(child_name("feature-store", site), store_args, opts=workload_opts())
-    training_jobs = {a.job_name: TrainingJob(child_name(a.job_name, site), a, opts=workload_opts())
-                     for a in training_args}
+    training = (Training(child_name("training", site), training_args, opts=workload_opts())
+                if training_args is not None else None)
     inference_services = {a.service_name: InferenceService(child_name(a.service_name, site), a,
                                                            opts=workload_opts())
                           for a in serving_args}
 
-    return PlatformDeployment(cluster_base=base, feature_store=feature_store, training_jobs=training_jobs,
+    return PlatformDeployment(cluster_base=base, feature_store=feature_store, training=training,
                               inference_services=inference_services)
+
+
+def registry_backend_for(stack: StackConfig, site: str, aws_site: Any, aws_provider: Any) -> Any:
+    """The AWS side of a site's model registry from the site's components (None for on-prem sites)."""
+    from components.network import plan_subnets
+    from workloads.model_registry import AwsRegistryBackend
+
+    if aws_site is None:
+        return None
+    classification = stack.platform.registry.sites[site].classification
+    network, cluster = aws_site.network, aws_site.cluster
+    site_config = stack.platform.sites[site]
+    return AwsRegistryBackend(
+        provider=aws_provider, account_id=stack.platform.aws_account_id,
+        kms_key_arn=aws_site.keys.key_arns[classification],
+        artifact_bucket=aws_site.storage.data_buckets[classification].bucket,
+        data_subnet_ids=network.data_subnet_ids,
+        data_subnet_cidrs=tuple(plan_subnets(site_config.network.vpc_cidr, site_config.network.az_count)["data"]),
+        node_security_group_id=network.node_security_group_id, vpc_id=network.vpc_id,
+        oidc_provider_arn=cluster.oidc_provider_arn, oidc_issuer_url=cluster.oidc_provider.url,
+        extra_tags=dict(stack.platform.tags))
+
+
+def deploy_runner_cidrs(stack: StackConfig, site: str) -> tuple[str, ...]:
+    """Networks the deploy runners (and the CI promotion gate) reach the site's cluster from."""
+    from finml.config import AwsSite
+
+    site_config = stack.platform.sites[site]
+    if isinstance(site_config, AwsSite):
+        vpn = [stack.platform.sites[link.onprem_site].network.management_cidr
+               for link in stack.platform.vpn if link.aws_site == site]
+        return tuple(dict.fromkeys([*(site_config.eks.api_access_cidrs if site_config.eks else []), *vpn]))
+    return (site_config.network.management_cidr,)
+
+
+def deploy_model_registry(stack: StackConfig, site: str, k8s_provider: k8s.Provider, cluster_base: ClusterBase, *,
+                          aws_site: Any = None, aws_provider: Any = None) -> Any:
+    """The site's MLflow registry when `finml:platform.registry.sites` names the site; None otherwise.
+
+    `aws_site` (components.aws_site.AwsSiteOutputs) and `aws_provider` are required for AWS sites: the registry's
+    database, artifact prefix, IRSA role and audit bucket live in the site's account and region.
+    """
+    from finml.config import AwsSite
+    from workloads import model_registry as registry_module
+    from workloads.model_registry import ModelRegistry, ModelRegistryArgs
+
+    registry = stack.platform.registry
+    if registry is None or site not in registry.sites:
+        return None
+    if isinstance(stack.platform.sites[site], AwsSite) and (aws_site is None or aws_site.cluster is None):
+        raise ValueError(f"{stack.source}: the model registry on {site} needs the site's AWS components "
+                         f"(network, keys, storage, EKS cluster)")
+    image_registry = stack.image_registry(site)
+
+    def image(default: str) -> str:
+        return f"{image_registry}/{default}" if image_registry else default
+
+    args = ModelRegistryArgs(
+        site=site, stack=stack.stack, classification=registry.sites[site].classification,
+        image=image(registry_module.DEFAULT_IMAGE), db_image=image(registry_module.DEFAULT_DB_IMAGE),
+        deploy_runner_cidrs=deploy_runner_cidrs(stack, site),
+        aws=registry_backend_for(stack, site, aws_site, aws_provider))
+    return ModelRegistry(child_name("model-registry", site), args,
+                         opts=pulumi.ResourceOptions(providers=[k8s_provider], depends_on=[cluster_base]))

@@ -19,12 +19,14 @@ ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
 
 def all_policies() -> list:
     from . import (  # pylint: disable=import-outside-toplevel
-        copies, encryption, feature_store, governance, gpu, kubernetes, lineage, logs, network, pods, residency, stores,
+        copies, encryption, feature_store, governance, gpu, kubernetes, lineage, logs, network, pods, registry,
+        residency,
+        stores,
     )
     # governance last: policy-waived-findings must run after every other stack rule (see governance.py)
     return (residency.POLICIES + copies.POLICIES + lineage.POLICIES + logs.POLICIES + encryption.POLICIES
             + stores.POLICIES + network.POLICIES + kubernetes.POLICIES + pods.POLICIES + gpu.POLICIES
-            + feature_store.POLICIES + governance.POLICIES)
+            + feature_store.POLICIES + registry.POLICIES + governance.POLICIES)
 
 
 def all_policy_names() -> list[str]:
