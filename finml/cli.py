@@ -28,7 +28,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from finml import cli_audit, cli_features, cli_model, cli_policies, cli_train
 from finml.plan import write_text_atomic
 
 # Where finml itself is installed. Nothing project-related is resolved from here (see finml.project).
@@ -469,6 +468,8 @@ def cmd_gpu_probe(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Command modules import finml.cli's helpers, so they are imported here, once finml.cli is complete.
+    from finml import cli_audit, cli_features, cli_model, cli_policies, cli_train
     from finml.report import FORMATS
 
     parser = argparse.ArgumentParser(prog="finml", description=__doc__,
