@@ -17,6 +17,7 @@ EXPECTED_POLICIES = frozenset({
     "residency-dataset-site", "residency-ebs-snapshot-copy", "residency-feature-view",
     "residency-feature-view-source", "residency-k8s-data-site", "residency-k8s-site-pinning",
     "residency-kms-key-colocated", "residency-kms-replica-key", "residency-log-destinations",
-    "residency-model-serving-site", "residency-model-training-lineage", "residency-provider-allowlist",
-    "residency-replica-destination", "residency-s3-replication-destination",
+    "residency-model-registry-classified", "residency-model-registry-site", "residency-model-serving-site",
+    "residency-model-training-lineage", "residency-provider-allowlist", "residency-replica-destination",
+    "residency-s3-replication-destination",
 })

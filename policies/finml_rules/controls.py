@@ -121,6 +121,8 @@ _MAPPING: dict[str, list[tuple[str, str]]] = {
     "residency-dataset-site": _RESIDENCY,
     "residency-feature-view": _RESIDENCY,
     "residency-feature-view-source": _RESIDENCY,
+    "residency-model-registry-site": _RESIDENCY,
+    "residency-model-registry-classified": [("nist-800-53", "RA-2")] + _RESIDENCY,
     "residency-log-destinations": _RESIDENCY + [("nist-800-53", "AU-9"), ("cis-eks", "2.1.1")],
     # encryption
     "encryption-s3-sse-kms-cmk": _AT_REST + _KEYS,
