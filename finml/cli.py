@@ -279,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu = sub.add_parser("gpu", help="GPU tools").add_subparsers(dest="gpu_command", required=True)
     p = gpu.add_parser("probe", help="probe this host's GPUs with NVML (pass --help for options)", add_help=False)
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
+    __import__("finml.cli_gpu_plan", fromlist=["register"]).register(gpu)
     return parser
 
 
