@@ -358,6 +358,11 @@ class ServingWorkload(_Model):
                                 description="MLServer adaptive batching: most requests in one batch (1 turns it off)")
     max_batch_time_ms: int = Field(default=DEFAULT_MAX_BATCH_TIME_MS, ge=0, le=10_000,
                                    description="MLServer adaptive batching: longest wait for a batch to fill, ms")
+    hashed_features: list[str] = Field(default_factory=list,
+                                       description="Features the prediction audit log records only as keyed hashes "
+                                                   "(every restricted feature)")
+    client_namespaces: list[str] = Field(default_factory=list,
+                                         description="Kubernetes namespaces allowed to call the service")
 
     @property
     def gpu_share(self) -> GpuShare:
