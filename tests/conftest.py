@@ -39,3 +39,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory, local_ca):
 
     with PrivatePostgres(Path(tmp_path_factory.mktemp("pg")), local_ca) as pg:
         yield pg
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, local_ca, postgres):
+    """A real `mlflow server` (basic-auth app, TLS, PostgreSQL store, proxied artifacts) on loopback.
+
+    Yields a `finml.local.mlflow_server.MlflowServer`: `.tracking_uri`, `.ca_bundle`, `.admin` / `.writer` /
+    `.reader` credentials and `.env(creds)` for MLflow's standard client environment variables.
+    """
+    from finml.local.mlflow_server import MlflowServer
+
+    with MlflowServer(Path(tmp_path_factory.mktemp("mlflow")), local_ca, postgres, name="mlflow") as server:
+        yield server
