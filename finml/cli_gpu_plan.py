@@ -56,20 +56,28 @@ def format_plan(plan, profiles) -> str:
 
 
 def cmd_gpu_plan(args: argparse.Namespace) -> int:
-    from finml.cli import ROOT, UsageError, _err, _load_stack, _stack_names
+    from finml.cli import ROOT, _err, _load_stack, _stack_names
     from finml.config import ConfigError
     from finml.mig_planner import PlanError, plan_stack_site
     from finml.plan import write_text_atomic
     from gpu_profiles import load_profiles
 
+    # Errors are printed here: under `python -m finml.cli` the CLI module is __main__, whose UsageError is not
+    # the one importable as finml.cli.UsageError.
     try:
         stack = _load_stack(args, _stack_names(args)[0])
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 — finml.cli.UsageError: one line, exit 2
+        if type(exc).__name__ != "UsageError":
+            raise
+        _err(str(exc))
+        return EXIT_BAD_INPUT
     sites = sorted(stack.platform.sites)
     if args.site is not None and args.site not in sites:
-        raise UsageError(f"--site: unknown site {args.site!r} of stack {stack.stack}; allowed: {', '.join(sites)}")
+        _err(f"--site: unknown site {args.site!r} of stack {stack.stack}; allowed: {', '.join(sites)}")
+        return EXIT_BAD_INPUT
     wanted = [args.site] if args.site else sites
     profiles = load_profiles()
     out_dir = Path(args.out) if args.out else ROOT / "build" / stack.stack

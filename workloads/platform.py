@@ -14,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.naming import child_name
-from finml.config import StackConfig, resolve_gpu_profile
+from finml.config import GpuShare, StackConfig, resolve_gpu_profile
 from workloads.cluster_base import ClusterBase, ClusterBaseArgs
 from workloads import cluster_base as cluster_base_module
 from workloads import feature_store as feature_store_module
@@ -91,7 +91,8 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                              classification=model_classes[svc.model],
                              gpu_profile=(resolve_gpu_profile(svc.gpu_profile, profiles)
                                           if svc.gpu_profile is not None else None),
-                             share=svc.gpu_share, registry_name=svc.registry_name, alias=svc.alias,
+                             share=_resolved_share(svc, profiles), registry_name=svc.registry_name,
+                             alias=svc.alias,
                              residency={k: list(v) for k, v in platform.residency.items()},
                              replicas=svc.replicas, max_replicas=svc.max_replicas,
                              max_batch_size=svc.max_batch_size, max_batch_time_ms=svc.max_batch_time_ms,
@@ -129,6 +130,15 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
 
     return PlatformDeployment(cluster_base=base, feature_store=feature_store, training_jobs=training_jobs,
                               inference_services=inference_services, gpu_operator=gpu_operator)
+
+
+def _resolved_share(svc: Any, profiles: dict[str, Any]) -> GpuShare:
+    """A share of 'mig' with a memory need becomes the slice the planner picks for it (the smallest that fits)."""
+    share = svc.gpu_share
+    if share.kind == "mig" and share.mig_profile is None:
+        gpu = resolve_gpu_profile(svc.gpu_profile, profiles)
+        return GpuShare("mig", mig_profile=mig_planner.smallest_slice(gpu, svc.gpu_memory_gib or 1))
+    return share
 
 
 def _gpu_operator_args(stack: StackConfig, site: str, gpu_plan: Any, profiles: dict[str, Any],
