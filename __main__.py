@@ -11,17 +11,19 @@ from components.onprem_cluster import OnPremCluster, OnPremClusterArgs
 from components.providers import AwsProviders, load_stack_from_pulumi
 from finml.onprem import inventory_for_stack
 from gpu_profiles import load_profiles
-from workloads.platform import deploy_platform, register_lineage
+from workloads.platform import deploy_model_registry, deploy_platform, register_lineage
 
 stack = load_stack_from_pulumi()
 platform = stack.platform
 profiles = load_profiles()
 aws_providers = AwsProviders(stack)
 clusters = {}
+aws_outputs = {}
 
 prerequisites = account_prerequisites(stack, aws_providers)
 for site_id, site in stack.aws_sites.items():
     outputs = build_aws_site(stack, site_id, site, aws_providers, profiles, platform.aws_account_id, prerequisites)
+    aws_outputs[site_id] = outputs
     if outputs.cluster is not None:
         clusters[site_id] = outputs.cluster
     pulumi.export(f"{slug(site_id)}-vpc-id", outputs.network.vpc_id if outputs.network else None)
@@ -43,7 +45,13 @@ for site_id, site in stack.onprem_sites.items():
 
 lineage = register_lineage(stack)
 for site_id, cluster in sorted(clusters.items()):
-    deploy_platform(stack, site_id, cluster.k8s_provider, profiles)
+    deployment = deploy_platform(stack, site_id, cluster.k8s_provider, profiles)
+    registry = deploy_model_registry(stack, site_id, cluster.k8s_provider, deployment["cluster_base"],
+                                     aws_site=aws_outputs.get(site_id),
+                                     aws_provider=aws_providers(site_id) if site_id in aws_outputs else None)
+    if registry is not None:
+        pulumi.export(f"{slug(site_id)}-registry-uri", registry.tracking_uri)
+        pulumi.export(f"{slug(site_id)}-registry-ca-bundle", registry.ca_bundle)
 
 pulumi.export("sites", sorted(platform.sites))
 pulumi.export("environment", platform.environment)

@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = gpu.add_parser("probe", help="probe this host's GPUs with NVML (pass --help for options)", add_help=False)
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
     __import__("finml.cli_gpu_plan", fromlist=["register"]).register(gpu)
+    __import__("finml.cli_model").cli_model.register(sub)
     return parser
 
 

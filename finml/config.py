@@ -382,6 +382,54 @@ class Workloads(_Model):
     serving: list[ServingWorkload] = Field(default_factory=list, description="Inference services")
 
 
+DEFAULT_REGISTRY_NAMESPACE = "finml-registry"
+
+
+class RegistrySite(_Model):
+    classification: Classification = Field(
+        description="Highest classification of the models this site's registry holds (its database, artifacts and "
+                    "audit bucket are data-bearing at this classification)"
+    )
+    tracking_uri: str | None = Field(
+        default=None, pattern=r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$",
+        description="HTTPS URI clients use for this registry; default: the in-cluster service "
+                    f"https://mlflow.{DEFAULT_REGISTRY_NAMESPACE}.svc.cluster.local",
+    )
+
+
+class PromotionThreshold(_Model):
+    metric: str = Field(description="Metric logged on the source run, e.g. val_auc",
+                        pattern=r"^[A-Za-z0-9_./ -]{1,250}$")
+    min: float | None = Field(default=None, strict=False, description="Lowest allowed value (inclusive)")
+    max: float | None = Field(default=None, strict=False, description="Highest allowed value (inclusive)")
+
+    @model_validator(mode="after")
+    def _bound(self) -> PromotionThreshold:
+        if self.min is None and self.max is None:
+            raise ValueError(f"threshold for {self.metric!r} needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"threshold for {self.metric!r}: min {self.min} is greater than max {self.max}")
+        return self
+
+
+class PromotionConfig(_Model):
+    metrics: list[PromotionThreshold] = Field(
+        default_factory=list, description="Every metric must be logged on the version's source run and in bounds"
+    )
+
+
+class RegistryConfig(_Model):
+    sites: dict[str, RegistrySite] = Field(
+        min_length=1, description="Sites hosting an MLflow tracking server and model registry, keyed by site id; "
+                                  "every site that trains or serves needs one"
+    )
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig, description="Promotion gate thresholds")
+
+    def tracking_uri(self, site: str) -> str:
+        entry = self.sites[site]
+        return entry.tracking_uri or f"https://mlflow.{DEFAULT_REGISTRY_NAMESPACE}.svc.cluster.local"
+
+
 class Platform(_Model):
     environment: str = Field(description="Environment name", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
     description: str = Field(default="", description="What this environment is for")
@@ -395,6 +443,9 @@ class Platform(_Model):
     datasets: list[Dataset] = Field(default_factory=list, description="Datasets and where they live")
     models: list[Model] = Field(default_factory=list, description="Models and their training data")
     workloads: Workloads = Field(default_factory=Workloads, description="ML platform workloads")
+    registry: RegistryConfig | None = Field(
+        default=None, description="Model registries (MLflow) per site and the promotion gate's thresholds"
+    )
     aws_account_id: str | None = Field(
         default=None, pattern=r"^\d{12}$", description="AWS account of the stack's AWS sites (key policies name it)"
     )
@@ -583,6 +634,31 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
             check_site_ref(f"{p}.workloads.serving[{i}].sites[{j}]", site)
         if svc.model not in models:
             problems.append((f"{p}.workloads.serving[{i}].model", f"unknown model {svc.model!r}"))
+
+    if platform.registry is not None:
+        for site_id, entry in platform.registry.sites.items():
+            key = f"{p}.registry.sites.{site_id}"
+            if site_id not in sites:
+                check_site_ref(key, site_id)
+                continue
+            check_classification(f"{key}.classification", entry.classification)
+            if not any(site_matches(site_id, pat) for pat in platform.residency.get(entry.classification, [])):
+                problems.append((f"{key}.classification",
+                                 f"{entry.classification!r} models may not live on {site_id} by this stack's "
+                                 f"residency rules; allowed: "
+                                 f"{', '.join(platform.residency.get(entry.classification, [])) or 'no site'}"))
+            elif entry.classification not in sites[site_id].classifications:
+                problems.append((f"{key}.classification",
+                                 f"{site_id} does not store {entry.classification!r} data (its classifications: "
+                                 f"{', '.join(sites[site_id].classifications)}); add it there first"))
+        used = sorted({j.site for j in wl.training} | {s for svc in wl.serving for s in svc.sites})
+        for site_id in used:
+            if site_id in sites and site_id not in platform.registry.sites:
+                problems.append((f"{p}.registry.sites", f"{site_id} trains or serves models but has no registry; "
+                                                        f"add {site_id} with its classification"))
+        metric_names = [t.metric for t in platform.registry.promotion.metrics]
+        if len(set(metric_names)) != len(metric_names):
+            problems.append((f"{p}.registry.promotion.metrics", "each metric may appear once"))
 
     for i, link in enumerate(platform.vpn):
         if not isinstance(sites.get(link.aws_site), AwsSite) or sites[link.aws_site].network is None:

@@ -2,10 +2,11 @@
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-from finml_rules import encryption, gpu, kubernetes, network, residency
+from finml_rules import encryption, gpu, kubernetes, network, registry, residency
 
 PolicyPack(
     name="finml-guardrails",
     enforcement_level=EnforcementLevel.MANDATORY,
-    policies=residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES,
+    policies=residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES
+    + registry.POLICIES,
 )

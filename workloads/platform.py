@@ -161,3 +161,67 @@ def _gpu_operator_args(stack: StackConfig, site: str, gpu_plan: Any, profiles: d
     return GpuOperatorArgs(site=site, site_kind=site_config.kind, mig_parted_config=gpu_plan.mig_parted_config(),
                            time_slicing=dict(gpu_plan.time_slicing), profiles=profiles, node_labels=node_labels,
                            image_registry=registry)
+
+
+def registry_backend_for(stack: StackConfig, site: str, aws_site: Any, aws_provider: Any) -> Any:
+    """The AWS side of a site's model registry from the site's components (None for on-prem sites)."""
+    from components.network import plan_subnets
+    from workloads.model_registry import AwsRegistryBackend
+
+    if aws_site is None:
+        return None
+    classification = stack.platform.registry.sites[site].classification
+    network, cluster = aws_site.network, aws_site.cluster
+    site_config = stack.platform.sites[site]
+    return AwsRegistryBackend(
+        provider=aws_provider, account_id=stack.platform.aws_account_id,
+        kms_key_arn=aws_site.keys.key_arns[classification],
+        artifact_bucket=aws_site.storage.data_buckets[classification].bucket,
+        data_subnet_ids=network.data_subnet_ids,
+        data_subnet_cidrs=tuple(plan_subnets(site_config.network.vpc_cidr, site_config.network.az_count)["data"]),
+        node_security_group_id=network.node_security_group_id, vpc_id=network.vpc_id,
+        oidc_provider_arn=cluster.oidc_provider_arn, oidc_issuer_url=cluster.oidc_provider.url,
+        extra_tags=dict(stack.platform.tags))
+
+
+def deploy_runner_cidrs(stack: StackConfig, site: str) -> tuple[str, ...]:
+    """Networks the deploy runners (and the CI promotion gate) reach the site's cluster from."""
+    from finml.config import AwsSite
+
+    site_config = stack.platform.sites[site]
+    if isinstance(site_config, AwsSite):
+        vpn = [stack.platform.sites[link.onprem_site].network.management_cidr
+               for link in stack.platform.vpn if link.aws_site == site]
+        return tuple(dict.fromkeys([*(site_config.eks.api_access_cidrs if site_config.eks else []), *vpn]))
+    return (site_config.network.management_cidr,)
+
+
+def deploy_model_registry(stack: StackConfig, site: str, k8s_provider: k8s.Provider, cluster_base: ClusterBase, *,
+                          aws_site: Any = None, aws_provider: Any = None) -> Any:
+    """The site's MLflow registry when `finml:platform.registry.sites` names the site; None otherwise.
+
+    `aws_site` (components.aws_site.AwsSiteOutputs) and `aws_provider` are required for AWS sites: the registry's
+    database, artifact prefix, IRSA role and audit bucket live in the site's account and region.
+    """
+    from finml.config import AwsSite
+    from workloads import model_registry as registry_module
+    from workloads.model_registry import ModelRegistry, ModelRegistryArgs
+
+    registry = stack.platform.registry
+    if registry is None or site not in registry.sites:
+        return None
+    if isinstance(stack.platform.sites[site], AwsSite) and (aws_site is None or aws_site.cluster is None):
+        raise ValueError(f"{stack.source}: the model registry on {site} needs the site's AWS components "
+                         f"(network, keys, storage, EKS cluster)")
+    image_registry = stack.image_registry(site)
+
+    def image(default: str) -> str:
+        return f"{image_registry}/{default}" if image_registry else default
+
+    args = ModelRegistryArgs(
+        site=site, stack=stack.stack, classification=registry.sites[site].classification,
+        image=image(registry_module.DEFAULT_IMAGE), db_image=image(registry_module.DEFAULT_DB_IMAGE),
+        deploy_runner_cidrs=deploy_runner_cidrs(stack, site),
+        aws=registry_backend_for(stack, site, aws_site, aws_provider))
+    return ModelRegistry(child_name("model-registry", site), args,
+                         opts=pulumi.ResourceOptions(providers=[k8s_provider], depends_on=[cluster_base]))

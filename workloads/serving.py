@@ -50,20 +50,19 @@ READINESS_PATH = "/v2/health/ready"
 LIVENESS_PATH = "/v2/health/live"
 MODELS_DIR = "/models"
 TLS_DIR = "/etc/finml/tls"
-CA_DIR = "/etc/finml/ca"
 RESIDENCY_DIR = "/etc/finml/residency"
 AUDIT_KEY_DIR = "/etc/finml/audit"
 #: Where scrapers live; NetworkPolicy admits them to the metrics port only.
 MONITORING_NAMESPACE = "finml-monitoring"
-#: The site's MLflow registry and Feast feature server (Services in the data namespace).
-DEFAULT_REGISTRY_URL = f"https://model-registry.{DATA_NAMESPACE}.svc.cluster.local:5000"
+#: The site's MLflow registry (workloads/model_registry.py) and Feast feature server, in the data namespace. The
+#: registry gives the serving namespace its read-only user as MLflow's standard variables (Secret) and its CA.
 REGISTRY_LABELS = {"app.kubernetes.io/name": "model-registry"}
 REGISTRY_PORT = 5000
+REGISTRY_CREDENTIALS_SECRET = "model-registry-credentials"
+REGISTRY_CA_CONFIG_MAP = "model-registry-ca"
+REGISTRY_CA_DIR = "/etc/finml/registry-ca"
 FEATURE_SERVER_LABELS = {"app.kubernetes.io/name": "feature-server"}
 FEATURE_SERVER_PORT = 6566
-#: Secrets and ConfigMaps the site provides (site CA issuance, registry read-only user, audit HMAC key).
-SITE_CA_CONFIG_MAP = "finml-site-ca"
-REGISTRY_READER_SECRET = "model-registry-reader"
 HPA_CPU_TARGET = 70
 
 
@@ -91,7 +90,6 @@ class InferenceServiceArgs:
     image: str = DEFAULT_IMAGE
     cpu: str = "2"
     memory_gib: int = 8
-    registry_url: str = DEFAULT_REGISTRY_URL
     restricted_features: tuple[str, ...] = ()
     """Features written to the audit log only as keyed hashes."""
     client_namespaces: tuple[str, ...] = ()
@@ -200,16 +198,10 @@ class InferenceService(pulumi.ComponentResource):
             "FINML_MAX_BATCH_TIME_MS": str(a.max_batch_time_ms),
             "FINML_AUDIT_KEY_FILE": f"{AUDIT_KEY_DIR}/key",
             "FINML_RESTRICTED_FEATURES": ",".join(a.restricted_features),
-            "MLFLOW_TRACKING_URI": a.registry_url,
-            "MLFLOW_TRACKING_SERVER_CERT_PATH": f"{CA_DIR}/ca.crt",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "HOME": "/tmp",
         }
-        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(plain.items())]
-        for var, key in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
-            env.append(k8s.core.v1.EnvVarArgs(name=var, value_from=k8s.core.v1.EnvVarSourceArgs(
-                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=REGISTRY_READER_SECRET, key=key))))
-        return env
+        return [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(plain.items())]
 
     def _create_deployment(self, residency: k8s.core.v1.ConfigMap) -> k8s.apps.v1.Deployment:
         a = self._args
@@ -224,6 +216,9 @@ class InferenceService(pulumi.ComponentResource):
                    k8s.core.v1.ContainerPortArgs(name="grpc", container_port=GRPC_PORT, protocol="TCP"),
                    k8s.core.v1.ContainerPortArgs(name="metrics", container_port=METRICS_PORT, protocol="TCP")],
             env=self._env(),
+            # MLFLOW_TRACKING_URI / _USERNAME / _PASSWORD / _SERVER_CERT_PATH of the registry's read-only user.
+            env_from=[k8s.core.v1.EnvFromSourceArgs(secret_ref=k8s.core.v1.SecretEnvSourceArgs(
+                name=REGISTRY_CREDENTIALS_SECRET))],
             resources=guaranteed_resources(a.cpu, f"{a.memory_gib}Gi", extended),
             security_context=restricted_container_security_context(SERVER_UID),
             # Model download and load can take minutes: the startup probe holds liveness off until then.
@@ -236,7 +231,7 @@ class InferenceService(pulumi.ComponentResource):
                 k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
                 k8s.core.v1.VolumeMountArgs(name="models", mount_path=MODELS_DIR),
                 k8s.core.v1.VolumeMountArgs(name="tls", mount_path=TLS_DIR, read_only=True),
-                k8s.core.v1.VolumeMountArgs(name="site-ca", mount_path=CA_DIR, read_only=True),
+                k8s.core.v1.VolumeMountArgs(name="registry-ca", mount_path=REGISTRY_CA_DIR, read_only=True),
                 k8s.core.v1.VolumeMountArgs(name="residency", mount_path=RESIDENCY_DIR, read_only=True),
                 k8s.core.v1.VolumeMountArgs(name="audit-key", mount_path=AUDIT_KEY_DIR, read_only=True),
             ],
@@ -273,8 +268,9 @@ class InferenceService(pulumi.ComponentResource):
                             scratch_volume("models", "256Mi"),
                             k8s.core.v1.VolumeArgs(name="tls", secret=k8s.core.v1.SecretVolumeSourceArgs(
                                 secret_name=f"{a.service_name}-tls", default_mode=0o440)),
-                            k8s.core.v1.VolumeArgs(name="site-ca", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                                name=SITE_CA_CONFIG_MAP)),
+                            k8s.core.v1.VolumeArgs(name="registry-ca",
+                                                   config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                                                       name=REGISTRY_CA_CONFIG_MAP)),
                             k8s.core.v1.VolumeArgs(name="residency", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
                                 name=residency.metadata.name)),
                             k8s.core.v1.VolumeArgs(name="audit-key", secret=k8s.core.v1.SecretVolumeSourceArgs(

@@ -146,6 +146,8 @@ class MlflowServer:
             "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            # The GenAI job runner (huey consumers, schedulers) is not needed for tracking and the registry.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "PYTHONUNBUFFERED": "1",
         })
         argv = [sys.executable, "-m", "mlflow", "server",

@@ -44,7 +44,9 @@ def site_label_value(site: str) -> str:
     return site.replace(":", "-")
 LABEL_MODEL = "finml.io/model"
 DEFAULT_EXEMPT_NAMESPACES: tuple[str, ...] = ("kube-system",)
-DEFAULT_PROVIDER_PACKAGES: tuple[str, ...] = ("aws", "kubernetes", "command")
+# tls and random compute values into the Pulumi state only (keys, certificates, passwords as secrets): they place
+# nothing anywhere, so there is no site to derive and no residency at stake.
+DEFAULT_PROVIDER_PACKAGES: tuple[str, ...] = ("aws", "kubernetes", "command", "tls", "random")
 CONFIG_HINT = "generate it with `finml policy config --stack NAME`"
 
 AWS_PROVIDER = "pulumi:providers:aws"

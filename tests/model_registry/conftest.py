@@ -82,3 +82,20 @@ def log_model(server, name: str, datasets: list[tuple[str, str, str]], *, metric
 @pytest.fixture(scope="session")
 def registry(mlflow_server):
     return mlflow_server
+
+
+@pytest.fixture(scope="session")
+def target_registry(tmp_path_factory, local_ca, postgres):
+    """A second site's registry (another real server on the same private PostgreSQL, its own databases)."""
+    from finml.local.mlflow_server import MlflowServer
+
+    with MlflowServer(Path(tmp_path_factory.mktemp("mlflow-target")), local_ca, postgres,
+                      name="mlflow_target") as server:
+        yield server
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: int = 600):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "finml.cli", *args], capture_output=True, text=True,
+                          cwd=HERE.parents[1], env=env, timeout=timeout)

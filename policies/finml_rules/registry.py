@@ -1,0 +1,119 @@
+"""Model registry rules: a registry (its database, artifact store and audit bucket) is data at the registry's
+classification, and may only exist on a site that classification may use.
+
+The registry component (`finml:workloads:ModelRegistry`) declares `site` and `classification`. The site is never
+taken from that prop alone: it is derived from the registry's own resources (AWS children by their provider or
+region, Kubernetes children by their cluster) and must agree with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pulumi_policy import ReportViolation, Severity, StackValidationArgs
+
+from .common import (
+    UNKNOWN,
+    Derived,
+    StackIndex,
+    classification_of,
+    describe,
+    failing_closed,
+    get,
+    is_data_bearing,
+    parse_classification,
+    require_residency,
+    residency_schema,
+    stack_policy,
+    violation_message,
+)
+
+MODEL_REGISTRY = "finml:workloads:ModelRegistry"
+_SITED_PREFIXES = ("aws:", "kubernetes:")
+
+
+def _registry_site(index: StackIndex, registry: Any, residency: Any) -> Derived:
+    """The one site all of the registry's resources are at; unknown if none is derivable or they disagree."""
+    sites: dict[str, str] = {}
+    for child in index.descendants(registry):
+        if not child.resource_type.startswith(_SITED_PREFIXES) or child.resource_type.startswith("pulumi:"):
+            continue
+        site = index.site(child, residency)
+        if site.known:
+            sites.setdefault(site.value, describe(child))
+    if not sites:
+        return Derived(None, "none of its resources has a derivable site")
+    if len(sites) > 1:
+        shown = "; ".join(f"{s} ({what})" for s, what in sorted(sites.items()))
+        return Derived(None, f"its resources are on different sites: {shown}")
+    return Derived(next(iter(sites)))
+
+
+def registry_site_allowed(args: StackValidationArgs, report: ReportViolation) -> None:
+    index = StackIndex(args.resources)
+    registries = index.of_type(MODEL_REGISTRY)
+    residency = require_residency(args, report, registries)
+    if residency is None:
+        return
+    for registry in registries:
+        with failing_closed(report, registry.urn, describe(registry)):
+            props = index.props(registry)
+            cls = parse_classification(get(props, "classification"), "prop classification")
+            declared = get(props, "site")
+            if not cls.known:
+                report(violation_message(f"{describe(registry)}: {cls.reason}; failing closed."), registry.urn)
+                continue
+            site = _registry_site(index, registry, residency)
+            if not site.known:
+                report(violation_message(f"{describe(registry)} has no derivable site: {site.reason}; failing "
+                                         "closed.", None, cls.value), registry.urn)
+                continue
+            if declared is not UNKNOWN and declared != site.value:
+                report(violation_message(f"{describe(registry)} declares site {declared!r} but its resources are "
+                                         f"at {site.value}.", site.value, cls.value), registry.urn)
+            if not residency.allowed(site.value, cls.value):
+                report(violation_message(
+                    f"{describe(registry)} holds {cls.value} models at {site.value}, which is not allowed for "
+                    f"{cls.value} data (allowed: {residency.patterns(cls.value)}).", site.value, cls.value),
+                    registry.urn)
+
+
+def registry_data_classified(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Every data-bearing resource of a registry (database, artifact bucket/volume, audit bucket) carries a
+    classification at least the registry's, so the residency and encryption rules judge it as registry data."""
+    from .common import rank
+
+    index = StackIndex(args.resources)
+    for registry in index.of_type(MODEL_REGISTRY):
+        with failing_closed(report, registry.urn, describe(registry)):
+            cls = parse_classification(get(index.props(registry), "classification"), "prop classification")
+            if not cls.known:
+                continue  # registry-site-allowed reports it
+            for child in index.descendants(registry):
+                if not is_data_bearing(child.resource_type):
+                    continue
+                child_cls = classification_of(child.resource_type, index.props(child))
+                if not child_cls.known:
+                    report(violation_message(f"{describe(child)} of {describe(registry)}: {child_cls.reason}; "
+                                             "failing closed.", None, cls.value), child.urn)
+                elif rank(child_cls.value) < rank(cls.value):
+                    report(violation_message(f"{describe(child)} is labelled {child_cls.value} but holds "
+                                             f"{cls.value} registry data of {describe(registry)}.", None,
+                                             cls.value), child.urn)
+
+
+POLICIES: list = [
+    stack_policy("registry-site-allowed",
+                 "Ensure a model registry is only placed on a site its classification may use, with the site "
+                 "derived from the registry's own resources.",
+                 registry_site_allowed, Severity.CRITICAL,
+                 "Host the registry on a site the policy config `residency` allows for its classification "
+                 "(finml:platform.registry.sites), or lower the classification it is meant to hold.",
+                 residency_schema()),
+    stack_policy("registry-data-classified",
+                 "Ensure the registry's database, artifact storage and audit bucket carry the registry's "
+                 "classification.",
+                 registry_data_classified, Severity.HIGH,
+                 "Tag (AWS) or label (Kubernetes) every data-bearing registry resource with the registry's "
+                 "classification."),
+]
