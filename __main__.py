@@ -45,7 +45,8 @@ for site_id, site in stack.onprem_sites.items():
 
 lineage = register_lineage(stack)
 for site_id, cluster in sorted(clusters.items()):
-    deployment = deploy_platform(stack, site_id, cluster.k8s_provider, profiles)
+    deployment = deploy_platform(stack, site_id, cluster.k8s_provider, profiles, aws_site=aws_outputs.get(site_id),
+                                 aws_provider=aws_providers(site_id) if site_id in aws_outputs else None)
     registry = deploy_model_registry(stack, site_id, cluster.k8s_provider, deployment["cluster_base"],
                                      aws_site=aws_outputs.get(site_id),
                                      aws_provider=aws_providers(site_id) if site_id in aws_outputs else None)

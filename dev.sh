@@ -3,6 +3,7 @@
 #   ./dev.sh main    set up, then the main job: offline preview + policy check of the default stack (dev)
 #   ./dev.sh test    set up (incl. Debian packages for the SSH test hosts), preview every stack, run all tests
 #   ./dev.sh setup   only set up the virtual environment
+#   ./dev.sh features [--rows N ...]   the feature store in local mode (finml features local up) until Ctrl-C
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -79,8 +80,15 @@ case "$cmd" in
     log "test suite"
     exec "$VENV/bin/python" -m pytest
     ;;
+  features)
+    # Local mode: the feature store on this machine (PostgreSQL registry, TLS Redis, feast serve over HTTPS).
+    setup_system
+    setup_python
+    shift
+    exec "$VENV/bin/finml" features local up "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh main|test|setup" >&2
+    echo "usage: ./dev.sh main|test|setup|features [finml features local up options]" >&2
     exit 2
     ;;
 esac

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from finml import cli_features
 from finml.plan import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file to write (default: stdout)")
     p.add_argument("--pack", default=str(ROOT / "policies"), help="policy pack directory (policies/)")
     p.set_defaults(func=cmd_policy_config)
+
+    cli_features.register(sub)
 
     cfg = sub.add_parser("config", help="stack configuration").add_subparsers(dest="config_command", required=True)
     p = cfg.add_parser("check", help="validate stack configuration files")

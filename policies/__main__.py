@@ -2,11 +2,12 @@
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-from finml_rules import encryption, gpu, kubernetes, network, registry, residency
+from finml_rules import encryption, feature_store, gpu, kubernetes, network, registry, residency
 
 PolicyPack(
     name="finml-guardrails",
     enforcement_level=EnforcementLevel.MANDATORY,
     policies=residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES
-    + registry.POLICIES,
+    + registry.POLICIES
+    + feature_store.POLICIES,
 )

@@ -52,3 +52,34 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, local_ca, postgres):
 
     with MlflowServer(Path(tmp_path_factory.mktemp("mlflow")), local_ca, postgres, name="mlflow") as server:
         yield server
+
+
+# ---- feature store (issue 12): private TLS Redis, and Feast with its SQL registry in `postgres`, seeded with
+# synthetic data and served over HTTPS. Self-contained: only needs local_ca and postgres above.
+
+FEATURE_STORE_ROWS = 3_000
+#: Who may read which classification in the shared test store: restricted only for the training namespace.
+FEATURE_STORE_READERS = {"public": ["finml-training", "finml-serving"],
+                         "internal": ["finml-training", "finml-serving"],
+                         "confidential": ["finml-training", "finml-serving"],
+                         "restricted": ["finml-training"]}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory, local_ca):
+    from finml.local.redis import PrivateRedis
+
+    with PrivateRedis(Path(tmp_path_factory.mktemp("redis")), local_ca) as redis:
+        yield redis
+
+
+@pytest.fixture(scope="session")
+def feature_store(tmp_path_factory: pytest.TempPathFactory, local_ca, postgres, redis_server):
+    """A seeded, materialized local feature store with `feast serve` running over HTTPS (`.server_url`)."""
+    from finml.local.feature_store import LocalFeatureStore
+
+    with LocalFeatureStore(Path(tmp_path_factory.mktemp("feast")), local_ca, postgres, redis_server,
+                           site="onprem:fra-dc1") as fs:
+        fs.transactions = fs.seed(FEATURE_STORE_ROWS, readers=FEATURE_STORE_READERS)
+        fs.serve()
+        yield fs

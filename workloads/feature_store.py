@@ -1,19 +1,47 @@
-"""FeatureStore: a minimal online feature store (a Valkey server, Redis-protocol compatible) on the data namespace.
+"""FeatureStore: Feast on a site's cluster — feature server, materialization, and (on-prem) its online store,
+registry database and offline volume.
 
-One replica in a StatefulSet with a persistent volume labelled with the store's classification, pinned to its site,
-reachable only from the training and serving namespaces on the store port. Placement is whatever the caller asks
-for: the policy pack, not this component, decides whether the classification may live on this cluster's site.
+Per site, in the data namespace:
+- `feast serve` Deployment over HTTPS (certificate from the site CA below), readiness/liveness probes on /health,
+  HPA on CPU, PodDisruptionBudget; callers authenticate with their Kubernetes service-account token (Feast's
+  `kubernetes` auth: TokenReview) and Feast permissions in the registry decide by classification.
+- materialization CronJob (`concurrencyPolicy: Forbid`, a starting deadline, an active deadline and a backoff limit)
+  that applies the site's feature views and runs `materialize-incremental`.
+- online store: on AWS an ElastiCache replication group (`FeatureStoreAws`, passed in as `online_store`); otherwise a
+  Valkey StatefulSet here with TLS only (`--port 0`), an ACL user with a generated password (`default` off) and its
+  data on a PVC labelled with the store's classification.
+- registry: Feast's SQL registry in PostgreSQL — the RDS instance of `FeatureStoreAws` on AWS, otherwise a small
+  PostgreSQL StatefulSet here with TLS and a generated password.
+- offline store: Parquet files — the classification's S3 bucket via IRSA on AWS, otherwise a PVC of the site.
+- NetworkPolicies: the training and serving namespaces reach the feature server; only the feature server and the
+  materialization job reach the online store and the registry.
+
+Every feature view the site holds is a `finml:ml:FeatureView` child carrying its classification and data source, so
+the plan (and the policy pack) sees residency down to the feature view. Placement is whatever the caller asks for:
+the pack, not this component, decides whether a classification may live on this cluster's site.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
+import pulumi_tls as tls
+import yaml
 
 from components.naming import CLASSIFICATION_LABEL, SITE_LABEL, child_name, site_label_value
 from workloads.cluster_base import DATA_NAMESPACE, NAMESPACE_NAME_LABEL, SERVING_NAMESPACE, TRAINING_NAMESPACE
+from workloads.feature_repo.catalog import (
+    FEATURE_VIEWS,
+    PROJECT,
+    SOURCES_BY_NAME,
+    classification_rank,
+    feature_views_up_to,
+)
 from workloads.options import child_opts
 from workloads.pod import (
     guaranteed_resources,
@@ -26,12 +54,40 @@ from workloads.pod import (
 )
 
 COMPONENT = "feature-store"
-DEFAULT_IMAGE = "valkey/valkey:8.0"
-#: uid/gid of the `valkey` user in the official image.
+SERVER = "feature-server"
+MATERIALIZER = "feature-materializer"
+ONLINE = "feature-store"          # the online store keeps the old component's object names
+REGISTRY = "feature-registry"
+DEFAULT_IMAGE = "finml/feature-store:0.67.0"
+"""Feast 0.67 with the reference repository (workloads/feature_repo/Dockerfile)."""
+ONLINE_IMAGE = "valkey/valkey:8.0"
+REGISTRY_IMAGE = "postgres:16"
 VALKEY_UID = 999
+POSTGRES_UID = 999
+FEAST_UID = 10001
+SERVER_PORT = 6566
 STORE_PORT = 6379
+REGISTRY_PORT = 5432
 DATA_VOLUME = "data"
+OFFLINE_CLAIM = "feature-offline"
+OFFLINE_MOUNT = "/data/offline"
+TLS_SECRET = "feature-store-tls"
+CA_CONFIGMAP = "feature-store-ca"
+CREDENTIALS_SECRET = "feature-store-credentials"
+CONFIG_MAP = "feature-store-config"
+ONLINE_USER = "feast"
+REGISTRY_DATABASE = "feast_registry"
+REGISTRY_USER = "feast"
 DEFAULT_CLIENT_NAMESPACES: tuple[str, ...] = (TRAINING_NAMESPACE, SERVING_NAMESPACE)
+FEATURE_VIEW_TYPE = "finml:ml:FeatureView"
+
+
+@dataclass(frozen=True)
+class ExternalOnlineStore:
+    """A managed Redis-protocol store (ElastiCache): TLS with public-CA certificates, AUTH token."""
+    host: pulumi.Input[str]
+    auth_token: pulumi.Input[str]
+    port: int = STORE_PORT
 
 
 @dataclass(frozen=True)
@@ -39,163 +95,590 @@ class FeatureStoreArgs:
     site: str
     """Site of the cluster this store runs on (from config; the pack checks it against residency)."""
     classification: str
-    """Highest classification of the features it holds; labels the pod and its volume."""
+    """Highest classification of the features it holds: the views up to it are deployed; labels the data."""
     namespace: str = DATA_NAMESPACE
     image: str = DEFAULT_IMAGE
+    online_image: str = ONLINE_IMAGE
+    registry_image: str = REGISTRY_IMAGE
+    online_store: ExternalOnlineStore | None = None
+    """None: a Valkey StatefulSet in this namespace."""
+    registry_url: pulumi.Input[str] | None = None
+    """SQLAlchemy URL of the Feast SQL registry (a secret). None: a PostgreSQL StatefulSet in this namespace."""
+    offline_uri: pulumi.Input[str] | None = None
+    """Where the Parquet sources live (s3://bucket/prefix). None: a PVC of the site mounted at /data/offline."""
+    server_role_arn: pulumi.Input[str] | None = None
+    materializer_role_arn: pulumi.Input[str] | None = None
+    """IRSA roles (AWS) annotated on the service accounts."""
+    egress_cidrs: tuple[str, ...] = ()
+    """Networks the server and job reach beyond the cluster (managed stores, Kubernetes API), e.g. the VPC CIDR."""
     storage_gib: int = 50
+    offline_storage_gib: int = 200
+    registry_storage_gib: int = 10
     storage_class: str | None = None
     """None: the cluster's default class (the cluster components make that an encrypted one)."""
     cpu: str = "1"
     memory_gib: int = 4
+    server_replicas: int = 2
+    server_max_replicas: int = 6
+    materialize_schedule: str = "*/15 * * * *"
     client_namespaces: tuple[str, ...] = DEFAULT_CLIENT_NAMESPACES
-    """Namespaces whose pods may connect; each also gets an egress allow to the store."""
+    """Namespaces whose pods may call the feature server; each also gets an egress allow to it."""
+    readers: Mapping[str, Sequence[str]] | None = None
+    """Classification → namespaces whose service accounts may read it (Feast permissions). Default: every
+    client namespace for every classification the store holds."""
+    ca_validity_hours: int = 24 * 365 * 5
+    cert_validity_hours: int = 24 * 90
+    labels_extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def _concat(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
+    """Output.concat that tolerates a missing part (mocks return no outputs for provider-computed values)."""
+    return pulumi.Output.all(*parts).apply(lambda values: "".join("" if v is None else str(v) for v in values))
+
+
+class FeatureView(pulumi.ComponentResource):
+    """One feature view as the plan sees it: name, classification, features and its data source's location."""
+
+    def __init__(self, name: str, props: dict, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(FEATURE_VIEW_TYPE, name, props, opts)
+        # Stack policies see a component's registered outputs: register the props so the pack sees the view.
+        self.register_outputs(props)
 
 
 class FeatureStore(pulumi.ComponentResource):
-    """StatefulSet + PVC template + ClusterIP Service + NetworkPolicies for the online feature store."""
+    """Feature server + materialization + (on-prem) online store, registry database and offline volume."""
 
-    stateful_set: k8s.apps.v1.StatefulSet
+    deployment: k8s.apps.v1.Deployment
+    cron_job: k8s.batch.v1.CronJob
+    stateful_set: k8s.apps.v1.StatefulSet | None
+    registry_stateful_set: k8s.apps.v1.StatefulSet | None
     service: k8s.core.v1.Service
     network_policies: list[k8s.networking.v1.NetworkPolicy]
+    feature_views: list[FeatureView]
     endpoint: pulumi.Output[str]
-    """host:port clients connect to, e.g. feature-store.finml-data.svc.cluster.local:6379."""
+    """https URL of the feature server, e.g. https://feature-server.finml-data.svc.cluster.local:6566."""
+    online_endpoint: pulumi.Output[str]
+    ca_certificate: pulumi.Output[str]
 
     def __init__(self, name: str, args: FeatureStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        views = feature_views_up_to(args.classification)
         super().__init__("finml:workloads:FeatureStore", name,
                          {"site": args.site, "classification": args.classification}, opts)
         self._name = name
         self._opts = opts
         self._args = args
-        self._labels = workload_labels(COMPONENT, COMPONENT, args.site, args.classification)
-        # Services and policies hold no data; only the data-bearing objects carry the classification label.
-        self._plain_labels = workload_labels(COMPONENT, COMPONENT, args.site)
-        service = self._create_service()
-        stateful_set = self._create_stateful_set(service)
-        policies = self._create_network_policies()
+        self._views = views
+        self._held = max((v.classification for v in views), key=classification_rank)
+        self._dns = f"{args.namespace}.svc.cluster.local"
+        self._create_tls()
+        self._create_credentials()
+        self._create_config()
+        self._create_service_accounts()
+        self.stateful_set = self._create_online_store() if args.online_store is None else None
+        self.registry_stateful_set = self._create_registry() if args.registry_url is None else None
+        self._offline_claim = self._create_offline_volume() if args.offline_uri is None else None
+        self.deployment, self.service = self._create_server()
+        self.cron_job = self._create_materializer()
+        self.network_policies = self._create_network_policies()
+        self.feature_views = self._create_feature_views()
 
-        self.stateful_set = stateful_set
-        self.service = service
-        self.network_policies = policies
-        self.endpoint = pulumi.Output.concat(
-            service.metadata.name, ".", service.metadata.namespace, ".svc.cluster.local:", str(STORE_PORT))
-        self.register_outputs({"endpoint": self.endpoint})
+        self.endpoint = pulumi.Output.concat("https://", self.service.metadata.name, ".", self._dns, ":",
+                                             str(SERVER_PORT))
+        self.online_endpoint = (pulumi.Output.from_input(args.online_store.host)
+                                if args.online_store is not None
+                                else pulumi.Output.concat(ONLINE, ".", self._dns, ":", str(STORE_PORT)))
+        self.register_outputs({"site": args.site, "classification": args.classification, "endpoint": self.endpoint,
+                               "caCertificate": self.ca_certificate})
 
-    def _create_service(self) -> k8s.core.v1.Service:
-        return k8s.core.v1.Service(
-            child_name(self._name, "service"),
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=COMPONENT, namespace=self._args.namespace,
-                                                labels=self._plain_labels),
-            spec=k8s.core.v1.ServiceSpecArgs(
-                type="ClusterIP",
-                selector=selector_labels(COMPONENT, COMPONENT),
-                ports=[k8s.core.v1.ServicePortArgs(name="redis", port=STORE_PORT, target_port="redis",
-                                                   protocol="TCP")],
-            ),
-            opts=child_opts(self, self._opts),
-        )
+    # -- helpers ---------------------------------------------------------------------------------------------------
 
-    def _create_stateful_set(self, service: k8s.core.v1.Service) -> k8s.apps.v1.StatefulSet:
+    def _child(self, *parts: str) -> str:
+        return child_name(self._name, *parts)
+
+    def _child_opts(self, depends_on: list | None = None) -> pulumi.ResourceOptions:
+        opts = child_opts(self, self._opts)
+        if depends_on:
+            opts.depends_on = [*(opts.depends_on or []), *depends_on]
+        return opts
+
+    def _labels(self, component: str, data: bool = False) -> dict[str, str]:
+        return workload_labels(component, component, self._args.site, self._held if data else None)
+
+    def _meta(self, name: str, component: str, data: bool = False, namespace: str | None = None,
+              annotations: Mapping[str, pulumi.Input[str]] | None = None) -> k8s.meta.v1.ObjectMetaArgs:
+        return k8s.meta.v1.ObjectMetaArgs(name=name, namespace=namespace or self._args.namespace,
+                                          labels=self._labels(component, data), annotations=annotations)
+
+    # -- TLS: the site CA and the store's server certificate -------------------------------------------------------
+
+    def _create_tls(self) -> None:
         a = self._args
-        # Leave a quarter of the memory limit for replication buffers and forks, and refuse writes rather than
-        # evict features silently when full.
+        ca_key = tls.PrivateKey(self._child("ca-key"), algorithm="ECDSA", ecdsa_curve="P256",
+                                opts=self._child_opts())
+        ca = tls.SelfSignedCert(
+            self._child("ca"), private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
+            validity_period_hours=a.ca_validity_hours, allowed_uses=["cert_signing", "crl_signing"],
+            subject=tls.SelfSignedCertSubjectArgs(common_name=f"finml feature store CA {a.site}",
+                                                  organization="finml"),
+            opts=self._child_opts())
+        key = tls.PrivateKey(self._child("server-key"), algorithm="ECDSA", ecdsa_curve="P256",
+                             opts=self._child_opts())
+        names = [f"{svc}.{self._dns}" for svc in (SERVER, ONLINE, REGISTRY)]
+        names += [f"{svc}.{a.namespace}.svc" for svc in (SERVER, ONLINE, REGISTRY)]
+        csr = tls.CertRequest(self._child("server-csr"), private_key_pem=key.private_key_pem, dns_names=names,
+                              subject=tls.CertRequestSubjectArgs(common_name=f"{SERVER}.{self._dns}",
+                                                                 organization="finml"),
+                              opts=self._child_opts())
+        cert = tls.LocallySignedCert(
+            self._child("server-cert"), cert_request_pem=csr.cert_request_pem, ca_private_key_pem=ca_key.private_key_pem,
+            ca_cert_pem=ca.cert_pem, validity_period_hours=a.cert_validity_hours, early_renewal_hours=24 * 30,
+            allowed_uses=["digital_signature", "key_agreement", "server_auth"], opts=self._child_opts())
+        self.ca_certificate = ca.cert_pem
+        self.tls_secret = k8s.core.v1.Secret(
+            self._child("tls"), metadata=self._meta(TLS_SECRET, COMPONENT), type="kubernetes.io/tls",
+            string_data={"tls.crt": cert.cert_pem, "tls.key": pulumi.Output.secret(key.private_key_pem),
+                         "ca.crt": ca.cert_pem},
+            opts=self._child_opts())
+        # Clients (training, serving) verify the feature server against the published CA bundle.
+        self.ca_bundles = [k8s.core.v1.ConfigMap(
+            self._child(ns, "ca"), metadata=self._meta(CA_CONFIGMAP, COMPONENT, namespace=ns),
+            data={"ca.crt": ca.cert_pem}, opts=self._child_opts()) for ns in a.client_namespaces]
+
+    # -- credentials and configuration -----------------------------------------------------------------------------
+
+    def _create_credentials(self) -> None:
+        a = self._args
+        data: dict[str, pulumi.Input[str]] = {}
+        if a.online_store is None:
+            pw = random.RandomPassword(self._child("online-password"), length=40, special=False,
+                                       opts=self._child_opts())
+            self._online_password = pw.result
+            data["users.acl"] = _concat(
+                "user default off nopass nocommands\n",
+                f"user {ONLINE_USER} on >", pw.result, " ~* &* +@all -@dangerous +info +ping\n")
+            data["redis-connection"] = _concat(
+                f"{ONLINE}.{self._dns}:{STORE_PORT},ssl=true,ssl_ca_certs=/tls/ca.crt,ssl_cert_reqs=required,"
+                f"username={ONLINE_USER},password=", pw.result)
+        else:
+            data["redis-connection"] = _concat(
+                a.online_store.host, f":{a.online_store.port},ssl=true,ssl_cert_reqs=required,password=",
+                a.online_store.auth_token)
+        if a.registry_url is None:
+            pw = random.RandomPassword(self._child("registry-password"), length=40, special=False,
+                                       opts=self._child_opts())
+            data["postgres-password"] = pw.result
+            data["registry-url"] = _concat(
+                f"postgresql+psycopg://{REGISTRY_USER}:", pw.result,
+                f"@{REGISTRY}.{self._dns}:{REGISTRY_PORT}/{REGISTRY_DATABASE}?sslmode=verify-full&sslrootcert=/tls/ca.crt")
+        else:
+            data["registry-url"] = a.registry_url
+        self.credentials = k8s.core.v1.Secret(
+            self._child("credentials"), metadata=self._meta(CREDENTIALS_SECRET, COMPONENT), type="Opaque",
+            string_data={k: pulumi.Output.secret(v) for k, v in data.items()}, opts=self._child_opts())
+
+    def _readers(self) -> dict[str, list[str]]:
+        a = self._args
+        if a.readers is not None:
+            return {c: sorted(ns) for c, ns in a.readers.items()}
+        return {v.classification: sorted(a.client_namespaces) for v in self._views}
+
+    def _offline_uri(self) -> pulumi.Output[str]:
+        return pulumi.Output.from_input(self._args.offline_uri if self._args.offline_uri is not None
+                                        else OFFLINE_MOUNT)
+
+    def _create_config(self) -> None:
+        a = self._args
+        feature_store_yaml = yaml.safe_dump({
+            "project": PROJECT, "provider": "local",
+            # Feast expands ${VAR} when it loads the file; the values come from the credentials Secret.
+            "registry": {"registry_type": "sql", "path": "${FINML_FEAST_REGISTRY_URL}", "cache_ttl_seconds": 60,
+                         "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True}},
+            "online_store": {"type": "redis", "connection_string": "${FINML_FEAST_REDIS}"},
+            "offline_store": {"type": "file"},
+            "entity_key_serialization_version": 3,
+            "auth": {"type": "kubernetes"},
+        }, sort_keys=False)
+        site_json = self._offline_uri().apply(lambda uri: json.dumps({
+            "site": a.site, "allowed": a.classification, "offline_uri": uri, "readers": self._readers(),
+            "feature_views": [v.name for v in self._views]}, sort_keys=True, indent=2))
+        self.config_map = k8s.core.v1.ConfigMap(
+            self._child("config"), metadata=self._meta(CONFIG_MAP, COMPONENT),
+            data={"feature_store.yaml": feature_store_yaml, "site.json": site_json}, opts=self._child_opts())
+
+    def _create_service_accounts(self) -> None:
+        a = self._args
+
+        def sa(name: str, role: pulumi.Input[str] | None) -> k8s.core.v1.ServiceAccount:
+            notes = {"eks.amazonaws.com/role-arn": role} if role is not None else None
+            return k8s.core.v1.ServiceAccount(self._child(name, "sa"), metadata=self._meta(name, name, annotations=notes),
+                                              automount_service_account_token=False, opts=self._child_opts())
+
+        self.server_account = sa(SERVER, a.server_role_arn)
+        self.materializer_account = sa(MATERIALIZER, a.materializer_role_arn)
+        # Feast's kubernetes auth: TokenReview of callers' tokens, and reading the role bindings of this namespace.
+        role = k8s.rbac.v1.Role(
+            self._child(SERVER, "role"), metadata=self._meta(SERVER, SERVER),
+            rules=[k8s.rbac.v1.PolicyRuleArgs(api_groups=["rbac.authorization.k8s.io"],
+                                              resources=["roles", "rolebindings"], verbs=["get", "list"])],
+            opts=self._child_opts())
+        k8s.rbac.v1.RoleBinding(
+            self._child(SERVER, "rolebinding"), metadata=self._meta(SERVER, SERVER),
+            role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="Role", name=SERVER),
+            subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name=SERVER, namespace=a.namespace)],
+            opts=self._child_opts(depends_on=[role]))
+        k8s.rbac.v1.ClusterRoleBinding(
+            self._child(SERVER, "auth-delegator"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{a.namespace}-{SERVER}-auth-delegator",
+                                                labels=self._labels(SERVER)),
+            role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole",
+                                             name="system:auth-delegator"),
+            subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name=SERVER, namespace=a.namespace)],
+            opts=self._child_opts())
+
+    # -- pod pieces ------------------------------------------------------------------------------------------------
+
+    def _tls_volume(self) -> k8s.core.v1.VolumeArgs:
+        return k8s.core.v1.VolumeArgs(name="tls", secret=k8s.core.v1.SecretVolumeSourceArgs(
+            secret_name=TLS_SECRET, default_mode=0o440))
+
+    def _feast_env(self) -> list[k8s.core.v1.EnvVarArgs]:
+        def secret(name: str, key: str) -> k8s.core.v1.EnvVarArgs:
+            return k8s.core.v1.EnvVarArgs(name=name, value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=CREDENTIALS_SECRET, key=key)))
+
+        return [secret("FINML_FEAST_REGISTRY_URL", "registry-url"), secret("FINML_FEAST_REDIS", "redis-connection"),
+                k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
+                k8s.core.v1.EnvVarArgs(name="FEAST_USAGE", value="False")]
+
+    def _feast_volumes(self, token: bool) -> tuple[list, list]:
+        volumes = [self._tls_volume(),
+                   k8s.core.v1.VolumeArgs(name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                       name=CONFIG_MAP)),
+                   scratch_volume("tmp", "1Gi")]
+        mounts = [k8s.core.v1.VolumeMountArgs(name="tls", mount_path="/tls", read_only=True),
+                  k8s.core.v1.VolumeMountArgs(name="config", mount_path="/etc/feast", read_only=True),
+                  k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")]
+        if token:
+            # Only the feature server talks to the Kubernetes API (TokenReview), with a short-lived projected token.
+            volumes.append(k8s.core.v1.VolumeArgs(name="kube-api", projected=k8s.core.v1.ProjectedVolumeSourceArgs(
+                default_mode=0o440, sources=[
+                    k8s.core.v1.VolumeProjectionArgs(service_account_token=k8s.core.v1.ServiceAccountTokenProjectionArgs(
+                        path="token", expiration_seconds=3600)),
+                    k8s.core.v1.VolumeProjectionArgs(config_map=k8s.core.v1.ConfigMapProjectionArgs(
+                        name="kube-root-ca.crt", items=[k8s.core.v1.KeyToPathArgs(key="ca.crt", path="ca.crt")])),
+                    k8s.core.v1.VolumeProjectionArgs(downward_api=k8s.core.v1.DownwardAPIProjectionArgs(items=[
+                        k8s.core.v1.DownwardAPIVolumeFileArgs(path="namespace", field_ref=k8s.core.v1.ObjectFieldSelectorArgs(
+                            field_path="metadata.namespace"))])),
+                ])))
+            mounts.append(k8s.core.v1.VolumeMountArgs(name="kube-api", read_only=True,
+                                                      mount_path="/var/run/secrets/kubernetes.io/serviceaccount"))
+        if self._offline_claim is not None:
+            volumes.append(k8s.core.v1.VolumeArgs(
+                name="offline", persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
+                    claim_name=OFFLINE_CLAIM, read_only=token)))
+            mounts.append(k8s.core.v1.VolumeMountArgs(name="offline", mount_path=OFFLINE_MOUNT, read_only=token))
+        return volumes, mounts
+
+    def _pod_spec(self, component: str, containers: list, volumes: list, uid: int,
+                  account: str | None = None, **extra) -> k8s.core.v1.PodSpecArgs:
+        return k8s.core.v1.PodSpecArgs(
+            node_selector=site_node_selector(self._args.site),
+            security_context=restricted_pod_security_context(uid),
+            service_account_name=account, automount_service_account_token=False, enable_service_links=False,
+            containers=containers, volumes=volumes, **extra)
+
+    # -- online store (on-prem) ------------------------------------------------------------------------------------
+
+    def _create_online_store(self) -> k8s.apps.v1.StatefulSet:
+        a = self._args
+        k8s.core.v1.Service(
+            self._child("service"), metadata=self._meta(ONLINE, ONLINE),
+            spec=k8s.core.v1.ServiceSpecArgs(type="ClusterIP", selector=selector_labels(ONLINE, ONLINE),
+                                             ports=[k8s.core.v1.ServicePortArgs(name="redis-tls", port=STORE_PORT,
+                                                                                target_port="redis-tls",
+                                                                                protocol="TCP")]),
+            opts=self._child_opts())
         maxmemory_mib = a.memory_gib * 1024 * 3 // 4
         container = k8s.core.v1.ContainerArgs(
-            name="valkey",
-            image=a.image,
-            image_pull_policy="IfNotPresent",
-            command=["valkey-server"],
-            # No auth yet: access is limited by NetworkPolicy to the client namespaces. Protected mode would
-            # refuse every non-loopback client when no password is set.
-            args=["--port", str(STORE_PORT), "--dir", f"/{DATA_VOLUME}", "--appendonly", "yes",
-                  "--protected-mode", "no", "--maxmemory", f"{maxmemory_mib}mb", "--maxmemory-policy", "noeviction"],
-            ports=[k8s.core.v1.ContainerPortArgs(name="redis", container_port=STORE_PORT, protocol="TCP")],
+            name="valkey", image=a.online_image, image_pull_policy="IfNotPresent", command=["valkey-server"],
+            # TLS only: the plain port is off; clients authenticate with the ACL user, `default` is disabled.
+            args=["--port", "0", "--tls-port", str(STORE_PORT), "--tls-cert-file", "/tls/tls.crt",
+                  "--tls-key-file", "/tls/tls.key", "--tls-ca-cert-file", "/tls/ca.crt", "--tls-auth-clients", "no",
+                  "--tls-protocols", "TLSv1.2 TLSv1.3", "--aclfile", "/acl/users.acl", "--dir", f"/{DATA_VOLUME}",
+                  "--appendonly", "yes", "--maxmemory", f"{maxmemory_mib}mb", "--maxmemory-policy", "noeviction"],
+            ports=[k8s.core.v1.ContainerPortArgs(name="redis-tls", container_port=STORE_PORT, protocol="TCP")],
             resources=guaranteed_resources(a.cpu, f"{a.memory_gib}Gi"),
             security_context=restricted_container_security_context(VALKEY_UID),
-            readiness_probe=k8s.core.v1.ProbeArgs(
-                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="redis"), period_seconds=10),
-            liveness_probe=k8s.core.v1.ProbeArgs(
-                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="redis"), initial_delay_seconds=30,
-                period_seconds=20, failure_threshold=3),
+            readiness_probe=k8s.core.v1.ProbeArgs(tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="redis-tls"),
+                                                  period_seconds=10),
+            liveness_probe=k8s.core.v1.ProbeArgs(tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="redis-tls"),
+                                                 initial_delay_seconds=30, period_seconds=20, failure_threshold=3),
             volume_mounts=[k8s.core.v1.VolumeMountArgs(name=DATA_VOLUME, mount_path=f"/{DATA_VOLUME}"),
-                           k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
-        )
-        pvc_labels = {CLASSIFICATION_LABEL: a.classification, SITE_LABEL: site_label_value(a.site),
+                           k8s.core.v1.VolumeMountArgs(name="tls", mount_path="/tls", read_only=True),
+                           k8s.core.v1.VolumeMountArgs(name="acl", mount_path="/acl", read_only=True),
+                           k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")])
+        volumes = [self._tls_volume(),
+                   k8s.core.v1.VolumeArgs(name="acl", secret=k8s.core.v1.SecretVolumeSourceArgs(
+                       secret_name=CREDENTIALS_SECRET, default_mode=0o440,
+                       items=[k8s.core.v1.KeyToPathArgs(key="users.acl", path="users.acl")])),
+                   scratch_volume("tmp", "64Mi")]
+        return self._stateful_set("statefulset", ONLINE, container, volumes, VALKEY_UID, a.storage_gib)
+
+    def _stateful_set(self, suffix: str, component: str, container, volumes, uid: int,
+                      storage_gib: int) -> k8s.apps.v1.StatefulSet:
+        a = self._args
+        pvc_labels = {CLASSIFICATION_LABEL: self._held, SITE_LABEL: site_label_value(a.site),
                       "app.kubernetes.io/part-of": "finml"}
+        labels = self._labels(component, data=True)
         return k8s.apps.v1.StatefulSet(
-            child_name(self._name, "statefulset"),
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=COMPONENT, namespace=a.namespace, labels=self._labels),
+            self._child(suffix), metadata=self._meta(component, component, data=True),
             spec=k8s.apps.v1.StatefulSetSpecArgs(
-                replicas=1,
-                service_name=service.metadata.name,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(COMPONENT, COMPONENT)),
+                replicas=1, service_name=component,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(component, component)),
                 # Deleting the store must never delete its data volume with it.
                 persistent_volume_claim_retention_policy=(
                     k8s.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicyArgs(
                         when_deleted="Retain", when_scaled="Retain")),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=self._labels),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        node_selector=site_node_selector(a.site),
-                        security_context=restricted_pod_security_context(VALKEY_UID),
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        containers=[container],
-                        volumes=[scratch_volume("tmp", "64Mi")],
-                    ),
-                ),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=self._pod_spec(component, [container], volumes, uid)),
                 volume_claim_templates=[k8s.core.v1.PersistentVolumeClaimArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(name=DATA_VOLUME, labels=dict(sorted(pvc_labels.items()))),
                     spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
-                        access_modes=["ReadWriteOnce"],
-                        storage_class_name=a.storage_class,
+                        access_modes=["ReadWriteOnce"], storage_class_name=a.storage_class,
                         resources=k8s.core.v1.VolumeResourceRequirementsArgs(
-                            requests={"storage": f"{a.storage_gib}Gi"}),
-                    ),
-                )],
+                            requests={"storage": f"{storage_gib}Gi"})))],
             ),
-            opts=child_opts(self, self._opts),
-        )
+            opts=self._child_opts())
+
+    # -- registry database (on-prem) -------------------------------------------------------------------------------
+
+    def _create_registry(self) -> k8s.apps.v1.StatefulSet:
+        k8s.core.v1.Service(
+            self._child("registry-service"), metadata=self._meta(REGISTRY, REGISTRY),
+            spec=k8s.core.v1.ServiceSpecArgs(type="ClusterIP", selector=selector_labels(REGISTRY, REGISTRY),
+                                             ports=[k8s.core.v1.ServicePortArgs(name="postgres", port=REGISTRY_PORT,
+                                                                                target_port="postgres",
+                                                                                protocol="TCP")]),
+            opts=self._child_opts())
+        container = k8s.core.v1.ContainerArgs(
+            name="postgres", image=self._args.registry_image, image_pull_policy="IfNotPresent",
+            args=["-c", "ssl=on", "-c", "ssl_cert_file=/tls/tls.crt", "-c", "ssl_key_file=/tls/tls.key",
+                  "-c", "ssl_min_protocol_version=TLSv1.2", "-c", "password_encryption=scram-sha-256"],
+            env=[k8s.core.v1.EnvVarArgs(name="POSTGRES_USER", value=REGISTRY_USER),
+                 k8s.core.v1.EnvVarArgs(name="POSTGRES_DB", value=REGISTRY_DATABASE),
+                 k8s.core.v1.EnvVarArgs(name="POSTGRES_PASSWORD_FILE", value="/credentials/postgres-password"),
+                 k8s.core.v1.EnvVarArgs(name="POSTGRES_INITDB_ARGS", value="--auth-host=scram-sha-256"),
+                 k8s.core.v1.EnvVarArgs(name="PGDATA", value=f"/{DATA_VOLUME}/pgdata")],
+            ports=[k8s.core.v1.ContainerPortArgs(name="postgres", container_port=REGISTRY_PORT, protocol="TCP")],
+            resources=guaranteed_resources("500m", "1Gi"),
+            security_context=restricted_container_security_context(POSTGRES_UID),
+            readiness_probe=k8s.core.v1.ProbeArgs(
+                exec_=k8s.core.v1.ExecActionArgs(command=["pg_isready", "-h", "127.0.0.1", "-U", REGISTRY_USER]),
+                period_seconds=10),
+            liveness_probe=k8s.core.v1.ProbeArgs(tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="postgres"),
+                                                 initial_delay_seconds=30, period_seconds=20),
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name=DATA_VOLUME, mount_path=f"/{DATA_VOLUME}"),
+                           k8s.core.v1.VolumeMountArgs(name="tls", mount_path="/tls", read_only=True),
+                           k8s.core.v1.VolumeMountArgs(name="credentials", mount_path="/credentials", read_only=True),
+                           k8s.core.v1.VolumeMountArgs(name="run", mount_path="/var/run/postgresql"),
+                           k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")])
+        volumes = [self._tls_volume(),
+                   k8s.core.v1.VolumeArgs(name="credentials", secret=k8s.core.v1.SecretVolumeSourceArgs(
+                       secret_name=CREDENTIALS_SECRET, default_mode=0o440,
+                       items=[k8s.core.v1.KeyToPathArgs(key="postgres-password", path="postgres-password")])),
+                   scratch_volume("run", "16Mi"), scratch_volume("tmp", "256Mi")]
+        return self._stateful_set("registry-statefulset", REGISTRY, container, volumes, POSTGRES_UID,
+                                  self._args.registry_storage_gib)
+
+    def _create_offline_volume(self) -> k8s.core.v1.PersistentVolumeClaim:
+        a = self._args
+        labels = {CLASSIFICATION_LABEL: self._held, SITE_LABEL: site_label_value(a.site),
+                  "app.kubernetes.io/part-of": "finml"}
+        return k8s.core.v1.PersistentVolumeClaim(
+            self._child("offline"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=OFFLINE_CLAIM, namespace=a.namespace,
+                                                labels=dict(sorted(labels.items()))),
+            spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                access_modes=["ReadWriteOnce"], storage_class_name=a.storage_class,
+                resources=k8s.core.v1.VolumeResourceRequirementsArgs(
+                    requests={"storage": f"{a.offline_storage_gib}Gi"})),
+            opts=self._child_opts())
+
+    # -- feature server --------------------------------------------------------------------------------------------
+
+    def _create_server(self) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
+        a = self._args
+        volumes, mounts = self._feast_volumes(token=True)
+        health = k8s.core.v1.HTTPGetActionArgs(path="/health", port="https", scheme="HTTPS")
+        container = k8s.core.v1.ContainerArgs(
+            name="feast", image=a.image, image_pull_policy="IfNotPresent",
+            command=["feast", "--chdir", "/etc/feast", "serve", "--host", "0.0.0.0", "--port", str(SERVER_PORT),
+                     "--key", "/tls/tls.key", "--cert", "/tls/tls.crt", "--no-access-log", "--workers", "2",
+                     "--registry_ttl_sec", "60"],
+            env=self._feast_env(), ports=[k8s.core.v1.ContainerPortArgs(name="https", container_port=SERVER_PORT,
+                                                                         protocol="TCP")],
+            resources=guaranteed_resources(a.cpu, f"{a.memory_gib}Gi"),
+            security_context=restricted_container_security_context(FEAST_UID),
+            startup_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=5, failure_threshold=36),
+            readiness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=10, timeout_seconds=3),
+            liveness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=20, timeout_seconds=5,
+                                                 failure_threshold=3),
+            volume_mounts=mounts)
+        labels = self._labels(SERVER, data=True)
+        deployment = k8s.apps.v1.Deployment(
+            self._child("server"), metadata=self._meta(SERVER, SERVER, data=True),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=a.server_replicas,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(SERVER, SERVER)),
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate", rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
+                        max_unavailable=0, max_surge=1)),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=self._pod_spec(SERVER, [container], volumes, FEAST_UID, account=SERVER,
+                                        topology_spread_constraints=[k8s.core.v1.TopologySpreadConstraintArgs(
+                                            max_skew=1, topology_key="kubernetes.io/hostname",
+                                            when_unsatisfiable="ScheduleAnyway",
+                                            label_selector=k8s.meta.v1.LabelSelectorArgs(
+                                                match_labels=selector_labels(SERVER, SERVER)))]))),
+            opts=self._child_opts(depends_on=[self.config_map, self.credentials, self.tls_secret]))
+        service = k8s.core.v1.Service(
+            self._child("server-service"), metadata=self._meta(SERVER, SERVER),
+            spec=k8s.core.v1.ServiceSpecArgs(type="ClusterIP", selector=selector_labels(SERVER, SERVER),
+                                             ports=[k8s.core.v1.ServicePortArgs(name="https", port=SERVER_PORT,
+                                                                                target_port="https",
+                                                                                protocol="TCP")]),
+            opts=self._child_opts())
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            self._child("server-hpa"), metadata=self._meta(SERVER, SERVER),
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=SERVER),
+                min_replicas=a.server_replicas, max_replicas=a.server_max_replicas,
+                metrics=[k8s.autoscaling.v2.MetricSpecArgs(
+                    type="Resource", resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                        name="cpu", target=k8s.autoscaling.v2.MetricTargetArgs(type="Utilization",
+                                                                               average_utilization=70)))]),
+            opts=self._child_opts(depends_on=[deployment]))
+        k8s.policy.v1.PodDisruptionBudget(
+            self._child("server-pdb"), metadata=self._meta(SERVER, SERVER),
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                min_available=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(SERVER, SERVER))),
+            opts=self._child_opts())
+        return deployment, service
+
+    # -- materialization -------------------------------------------------------------------------------------------
+
+    def _create_materializer(self) -> k8s.batch.v1.CronJob:
+        a = self._args
+        volumes, mounts = self._feast_volumes(token=False)
+        container = k8s.core.v1.ContainerArgs(
+            name="materialize", image=a.image, image_pull_policy="IfNotPresent",
+            command=["python", "-m", "workloads.feature_repo.job", "--repo", "/etc/feast",
+                     "--site-config", "/etc/feast/site.json"],
+            env=self._feast_env(), resources=guaranteed_resources(a.cpu, f"{a.memory_gib}Gi"),
+            security_context=restricted_container_security_context(FEAST_UID), volume_mounts=mounts)
+        labels = self._labels(MATERIALIZER, data=True)
+        return k8s.batch.v1.CronJob(
+            self._child("materialize"), metadata=self._meta(MATERIALIZER, MATERIALIZER, data=True),
+            spec=k8s.batch.v1.CronJobSpecArgs(
+                schedule=a.materialize_schedule, time_zone="Etc/UTC", concurrency_policy="Forbid",
+                starting_deadline_seconds=300, successful_jobs_history_limit=3, failed_jobs_history_limit=3,
+                job_template=k8s.batch.v1.JobTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=k8s.batch.v1.JobSpecArgs(
+                        backoff_limit=2, active_deadline_seconds=45 * 60, ttl_seconds_after_finished=24 * 3600,
+                        template=k8s.core.v1.PodTemplateSpecArgs(
+                            metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                            spec=self._pod_spec(MATERIALIZER, [container], volumes, FEAST_UID,
+                                                account=MATERIALIZER, restart_policy="Never"))))),
+            opts=self._child_opts(depends_on=[self.config_map, self.credentials, self.tls_secret]))
+
+    # -- network reach ---------------------------------------------------------------------------------------------
+
+    def _policy(self, name: str, spec: k8s.networking.v1.NetworkPolicySpecArgs,
+                namespace: str | None = None) -> k8s.networking.v1.NetworkPolicy:
+        ns = namespace or self._args.namespace
+        return k8s.networking.v1.NetworkPolicy(
+            self._child(name) if namespace is None else self._child(ns, name),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=ns, labels=self._labels(COMPONENT)),
+            spec=spec, opts=self._child_opts())
 
     def _create_network_policies(self) -> list[k8s.networking.v1.NetworkPolicy]:
         a = self._args
-        store_port = [k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=STORE_PORT)]
-        policies = [k8s.networking.v1.NetworkPolicy(
-            child_name(self._name, "allow-clients"),
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{COMPONENT}-allow-clients", namespace=a.namespace,
-                                                labels=self._plain_labels),
-            spec=k8s.networking.v1.NetworkPolicySpecArgs(
-                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(COMPONENT, COMPONENT)),
-                policy_types=["Ingress"],
-                ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
-                    from_=[k8s.networking.v1.NetworkPolicyPeerArgs(
-                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_expressions=[
-                            k8s.meta.v1.LabelSelectorRequirementArgs(
-                                key=NAMESPACE_NAME_LABEL, operator="In", values=list(a.client_namespaces))]),
-                    )],
-                    ports=store_port,
-                )],
-            ),
-            opts=child_opts(self, self._opts),
-        )]
-        # The client namespaces deny all egress by default; let their pods reach the store, and only the store.
+        net = k8s.networking.v1
+
+        def ports(*numbers: int) -> list:
+            return [net.NetworkPolicyPortArgs(protocol="TCP", port=n) for n in numbers]
+
+        def pods(*components: str) -> list:
+            return [net.NetworkPolicyPeerArgs(pod_selector=k8s.meta.v1.LabelSelectorArgs(
+                match_expressions=[k8s.meta.v1.LabelSelectorRequirementArgs(
+                    key="app.kubernetes.io/name", operator="In", values=list(components))]))]
+
+        def selecting(component: str) -> k8s.meta.v1.LabelSelectorArgs:
+            return k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(component, component))
+
+        policies = [self._policy(f"{SERVER}-allow-clients", net.NetworkPolicySpecArgs(
+            pod_selector=selecting(SERVER), policy_types=["Ingress"],
+            ingress=[net.NetworkPolicyIngressRuleArgs(
+                from_=[net.NetworkPolicyPeerArgs(namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                    match_expressions=[k8s.meta.v1.LabelSelectorRequirementArgs(
+                        key=NAMESPACE_NAME_LABEL, operator="In", values=list(a.client_namespaces))]))],
+                ports=ports(SERVER_PORT))]))]
+        backends = []
+        if a.online_store is None:
+            backends.append((ONLINE, STORE_PORT))
+        if a.registry_url is None:
+            backends.append((REGISTRY, REGISTRY_PORT))
+        for component, port in backends:
+            # Only the feature server and the materialization job reach the online store and the registry.
+            policies.append(self._policy(f"{component}-allow-feast", net.NetworkPolicySpecArgs(
+                pod_selector=selecting(component), policy_types=["Ingress"],
+                ingress=[net.NetworkPolicyIngressRuleArgs(from_=pods(SERVER, MATERIALIZER), ports=ports(port))])))
+        egress = [net.NetworkPolicyEgressRuleArgs(
+            to=[net.NetworkPolicyPeerArgs(pod_selector=selecting(c)) for c, _ in backends],
+            ports=ports(*[p for _, p in backends]))] if backends else []
+        if a.egress_cidrs:
+            # Managed online store and registry, S3 (gateway endpoint) and the Kubernetes API inside the VPC.
+            egress.append(net.NetworkPolicyEgressRuleArgs(
+                to=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=c)) for c in a.egress_cidrs],
+                ports=ports(STORE_PORT, REGISTRY_PORT, 443)))
+        if egress:
+            policies.append(self._policy("feast-egress", net.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_expressions=[k8s.meta.v1.LabelSelectorRequirementArgs(
+                    key="app.kubernetes.io/name", operator="In", values=[SERVER, MATERIALIZER])]),
+                policy_types=["Egress"], egress=egress)))
+        # The client namespaces deny all egress by default; let their pods reach the feature server, and only it.
         for ns in a.client_namespaces:
-            policies.append(k8s.networking.v1.NetworkPolicy(
-                child_name(self._name, ns, "egress"),
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"allow-{COMPONENT}-egress", namespace=ns,
-                                                    labels=self._plain_labels),
-                spec=k8s.networking.v1.NetworkPolicySpecArgs(
-                    pod_selector=k8s.meta.v1.LabelSelectorArgs(),
-                    policy_types=["Egress"],
-                    egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                        to=[k8s.networking.v1.NetworkPolicyPeerArgs(
-                            namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-                                match_labels={NAMESPACE_NAME_LABEL: a.namespace}),
-                            pod_selector=k8s.meta.v1.LabelSelectorArgs(
-                                match_labels=selector_labels(COMPONENT, COMPONENT)),
-                        )],
-                        ports=store_port,
-                    )],
-                ),
-                opts=child_opts(self, self._opts),
-            ))
+            policies.append(self._policy(f"allow-{SERVER}-egress", net.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(), policy_types=["Egress"],
+                egress=[net.NetworkPolicyEgressRuleArgs(
+                    to=[net.NetworkPolicyPeerArgs(
+                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={NAMESPACE_NAME_LABEL:
+                                                                                       a.namespace}),
+                        pod_selector=selecting(SERVER))],
+                    ports=ports(SERVER_PORT))]), namespace=ns))
         return policies
+
+    # -- feature views (plan metadata) -----------------------------------------------------------------------------
+
+    def _create_feature_views(self) -> list[FeatureView]:
+        a = self._args
+        views = []
+        for spec in self._views:
+            source = SOURCES_BY_NAME[spec.source]
+            if a.offline_uri is None:
+                uri = pulumi.Output.from_input(f"pvc://{a.namespace}/{OFFLINE_CLAIM}/{source.file}")
+            else:
+                uri = pulumi.Output.concat(a.offline_uri, "/", source.file)
+            views.append(FeatureView(self._child("view", spec.name), {
+                "name": spec.name, "classification": spec.classification, "entity": spec.entity,
+                "features": spec.feature_names, "ttlSeconds": int(spec.ttl.total_seconds()),
+                "source": {"name": source.name, "classification": source.classification, "uri": uri},
+            }, opts=pulumi.ResourceOptions(parent=self)))
+        return views
+
+
+ALL_FEATURE_VIEWS = FEATURE_VIEWS

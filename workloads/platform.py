@@ -8,6 +8,7 @@ registered, so the pack can see and reject it).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, TypedDict
 
 import pulumi
@@ -21,7 +22,8 @@ from workloads import feature_store as feature_store_module
 from workloads import serving as serving_module
 from workloads import training as training_module
 from finml import mig_planner
-from workloads.feature_store import FeatureStore, FeatureStoreArgs
+from workloads.feature_store import ExternalOnlineStore, FeatureStore, FeatureStoreArgs
+from workloads.feature_store_aws import FeatureStoreAws, FeatureStoreAwsArgs
 from workloads.gpu_operator import GpuOperator, GpuOperatorArgs
 from workloads.gpu_operator.component import DEVICE_PLUGIN_CONFIG_LABEL, time_slicing_config_name
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
@@ -35,6 +37,25 @@ class PlatformDeployment(TypedDict):
     training_jobs: dict[str, TrainingJob]
     inference_services: dict[str, InferenceService]
     gpu_operator: GpuOperator | None
+
+
+def feature_store_aws_args(stack: StackConfig, site: str, classification: str, aws_site: Any) -> FeatureStoreAwsArgs:
+    """The AWS half of a site's feature store from that site's keys, bucket, network and cluster. A classification
+    the site holds no key or bucket for takes the site's highest (the pack judges the placement)."""
+    from components.encryption import pick_classification
+    from workloads.feature_store import MATERIALIZER, SERVER
+
+    keys, storage, network, cluster = aws_site.keys, aws_site.storage, aws_site.network, aws_site.cluster
+    key_class = pick_classification(list(keys.keys), classification)
+    bucket_class = pick_classification(list(storage.bucket_names), classification)
+    return FeatureStoreAwsArgs(
+        site=site, stack=stack.stack, classification=classification, kms_key_arn=keys.key_arns[key_class],
+        bucket_name=storage.bucket_names[bucket_class], vpc_id=network.vpc_id,
+        data_subnet_ids=network.data_subnet_ids, node_security_group_id=network.node_security_group_id,
+        oidc_provider_arn=cluster.oidc_provider.arn, oidc_issuer_url=cluster.oidc_provider.url,
+        namespace=cluster_base_module.DATA_NAMESPACE, server_service_account=SERVER,
+        materializer_service_account=MATERIALIZER, production=stack.platform.environment.endswith("prod"),
+        extra_tags=dict(stack.platform.tags))
 
 
 def register_lineage(stack: StackConfig, opts: pulumi.ResourceOptions | None = None) -> dict[str, Model]:
@@ -57,12 +78,14 @@ def register_lineage(stack: StackConfig, opts: pulumi.ResourceOptions | None = N
 
 
 def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, profiles: dict[str, Any], *,
-                    gpu_quota: int | None = None) -> PlatformDeployment:
+                    gpu_quota: int | None = None, aws_site: Any = None,
+                    aws_provider: Any = None) -> PlatformDeployment:
     """ClusterBase plus the feature store, training jobs and inference services the config places on `site`.
 
     Every Kubernetes object gets `k8s_provider` (the site's cluster) and waits for the ClusterBase namespaces and
     policies. Workloads carry their model's name and classification (props and labels); `gpu_quota` caps the
-    whole GPUs requested per training/serving namespace.
+    whole GPUs requested per training/serving namespace. `aws_site` (components.aws_site.AwsSiteOutputs) and
+    `aws_provider`: the site's AWS infrastructure, so the feature store uses ElastiCache, RDS and S3 there.
     """
     platform = stack.platform
     if site not in platform.sites:
@@ -77,9 +100,15 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
 
     # Build (and so validate) every workload's arguments before the first resource is registered.
     store = platform.workloads.feature_store
-    store_args = (FeatureStoreArgs(site=site, classification=store.classification,
-                                   image=image(feature_store_module.DEFAULT_IMAGE))
-                  if store is not None and store.site == site else None)
+    store_args = None
+    store_aws = None
+    if store is not None and store.site == site:
+        store_args = FeatureStoreArgs(site=site, classification=store.classification,
+                                      image=image(feature_store_module.DEFAULT_IMAGE),
+                                      online_image=image(feature_store_module.ONLINE_IMAGE),
+                                      registry_image=image(feature_store_module.REGISTRY_IMAGE))
+        if aws_site is not None and aws_site.cluster is not None and aws_site.network is not None:
+            store_aws = feature_store_aws_args(stack, site, store.classification, aws_site)
     training_args = [
         TrainingJobArgs(job_name=job.name, site=site, model=job.model, classification=model_classes[job.model],
                         gpu_profile=resolve_gpu_profile(job.gpu_profile, profiles), gpus=job.gpus,
@@ -120,8 +149,17 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
     def workload_opts() -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(providers=[k8s_provider], depends_on=[base])
 
-    feature_store = (FeatureStore(child_name("feature-store", site), store_args, opts=workload_opts())
-                     if store_args is not None else None)
+    feature_store = None
+    if store_args is not None:
+        if store_aws is not None:
+            infra = FeatureStoreAws(child_name("feature-store", site, "aws"), store_aws,
+                                    opts=pulumi.ResourceOptions(provider=aws_provider))
+            store_args = dataclasses.replace(
+                store_args, online_store=ExternalOnlineStore(host=infra.online_host, auth_token=infra.auth_token),
+                registry_url=infra.registry_url, offline_uri=infra.offline_uri,
+                server_role_arn=infra.server_role_arn, materializer_role_arn=infra.materializer_role_arn,
+                egress_cidrs=(stack.aws_sites[site].network.vpc_cidr,))
+        feature_store = FeatureStore(child_name("feature-store", site), store_args, opts=workload_opts())
     training_jobs = {a.job_name: TrainingJob(child_name(a.job_name, site), a, opts=workload_opts())
                      for a in training_args}
     inference_services = {a.service_name: InferenceService(child_name(a.service_name, site), a,

@@ -19,8 +19,9 @@ ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
 
 def all_policies() -> list:
     from . import encryption, gpu, kubernetes, network, registry, residency  # pylint: disable=import-outside-toplevel
+    from . import feature_store  # pylint: disable=import-outside-toplevel
     return (residency.POLICIES + encryption.POLICIES + network.POLICIES + kubernetes.POLICIES + gpu.POLICIES
-            + registry.POLICIES)
+            + registry.POLICIES + feature_store.POLICIES)
 
 
 def all_policy_names() -> list[str]:

@@ -14,8 +14,8 @@ EXPECTED_RULES = {
     # confidential (and internal) buckets replicating to us-east-1
     "residency-s3-replication-destination", "residency-aws-data-site", "residency-kms-replica-key",
     "residency-aws-site-declared",
-    # the restricted feature store on AWS
-    "residency-k8s-data-site", "residency-k8s-site-pinning",
+    # the restricted feature store on AWS (its pods, its ElastiCache and RDS, its restricted view and its source)
+    "residency-k8s-data-site", "residency-k8s-site-pinning", "feature-view-residency", "feature-view-source-site",
     # a security group open to the world
     "network-sg-no-public-ingress",
     # a namespace without a default deny
@@ -40,7 +40,10 @@ def test_seeded_stack_fails_with_exactly_the_seeded_rules(tmp_path):
         ("residency-s3-replication-destination", "aws-eu-central-1-replication-confidential"),
         ("residency-aws-data-site", "aws-eu-central-1-replica-confidential"),
         ("residency-kms-replica-key", "aws-eu-central-1-replica-key-confidential"),
-        ("residency-k8s-data-site", "feature-store-aws-eu-central-1-statefulset"),
+        ("residency-k8s-data-site", "feature-store-aws-eu-central-1-server"),
+        ("residency-aws-data-site", "feature-store-aws-eu-central-1-aws-online"),
+        ("feature-view-residency", "feature-store-aws-eu-central-1-view-customer-profile"),
+        ("feature-view-source-site", "feature-store-aws-eu-central-1-view-customer-profile"),
         ("network-sg-no-public-ingress", "seeded-open-sg"),
         ("k8s-namespace-default-deny", "seeded-namespace"),
         ("residency-kms-key-colocated", "seeded-volume"),
@@ -52,7 +55,7 @@ def test_seeded_stack_fails_with_exactly_the_seeded_rules(tmp_path):
     by_name = {(v["policy"], v["resource_name"]): v for v in violations}
     repl = by_name[("residency-s3-replication-destination", "aws-eu-central-1-replication-confidential")]
     assert repl["classification"] == "confidential" and "us-east-1" in repl["message"]
-    store = by_name[("residency-k8s-data-site", "feature-store-aws-eu-central-1-statefulset")]
+    store = by_name[("residency-k8s-data-site", "feature-store-aws-eu-central-1-server")]
     assert store["site"] == "aws:eu-central-1" and store["classification"] == "restricted"
     # The SARIF and JUnit reports carry the same verdict for CI.
     sarif = json.loads((tmp_path / "seeded" / "policy.sarif").read_text())

@@ -95,7 +95,7 @@ def test_hybrid_models_take_the_classification_of_their_data(hybrid):
 def test_workloads_are_labelled_with_their_models_classification(any_stack):
     _, monitor = any_stack
     models = models_by_name(monitor)
-    workloads = monitor.k8s("Job") + monitor.k8s("Deployment")
+    workloads = model_workloads(monitor)
     for record in workloads:
         for where, labels in (("metadata", record.inputs["metadata"]["labels"]),
                               ("pod template", pod_template(record)["metadata"]["labels"])):
@@ -103,6 +103,12 @@ def test_workloads_are_labelled_with_their_models_classification(any_stack):
             assert model in models, f"{record}: {where} {MODEL_LABEL}={model!r} is not a registered model"
             assert labels.get(CLASSIFICATION_LABEL) == models[model]["classification"], \
                 f"{record}: {where} classification {labels.get(CLASSIFICATION_LABEL)!r} != model's"
+
+
+def model_workloads(monitor, *kinds):
+    """Training jobs and inference services: the Jobs/Deployments that are not part of the feature store."""
+    kinds = kinds or ("Job", "Deployment")
+    return [r for kind in kinds for r in monitor.k8s(kind) if r.parent_type != "finml:workloads:FeatureStore"]
 
 
 # -- placement -----------------------------------------------------------------------------------------------------
@@ -113,6 +119,8 @@ def test_workloads_go_only_to_the_sites_config_names(hybrid):
               for r in hybrid.k8s() if r.kind in ("Job", "Deployment", "StatefulSet")}
     assert placed == {
         ("StatefulSet", "feature-store", provider_name("onprem:fra-dc1")),
+        ("StatefulSet", "feature-registry", provider_name("onprem:fra-dc1")),
+        ("Deployment", "feature-server", provider_name("onprem:fra-dc1")),
         ("Job", "aml-detector-train", provider_name("onprem:fra-dc1")),
         ("Deployment", "aml-detector", provider_name("onprem:fra-dc1")),
         ("Job", "fraud-scorer-burst", provider_name("aws:eu-central-1")),
@@ -124,7 +132,7 @@ def test_gpu_workloads_request_whole_gpus_equal_to_limits_and_tolerate_the_taint
     name, monitor = any_stack
     stack = load_stack(STACKS_DIR / f"Pulumi.{name}.yaml")
     profiles = load_profiles()
-    for record in monitor.k8s("Job") + monitor.k8s("Deployment"):
+    for record in model_workloads(monitor):
         spec = pod_template(record)["spec"]
         resources = container(record)["resources"]
         assert resources["requests"] == resources["limits"], f"{record}: requests != limits"
@@ -150,7 +158,7 @@ def test_serving_uses_a_mig_slice_when_configured(hybrid):
 
 
 def test_serving_has_a_readiness_probe_service_and_disruption_budget(hybrid):
-    for deployment in hybrid.k8s("Deployment"):
+    for deployment in model_workloads(hybrid, "Deployment"):
         name = deployment.inputs["metadata"]["name"]
         probe = container(deployment)["readinessProbe"]["httpGet"]
         assert (probe["port"], probe["scheme"]) == ("https", "HTTPS"), deployment
@@ -175,33 +183,55 @@ def test_training_jobs_are_suspended_templates_pulumi_does_not_wait_for(any_stac
 # -- feature store -------------------------------------------------------------------------------------------------
 
 
+def _store_sts(monitor, name="feature-store"):
+    (sts,) = [r for r in monitor.k8s("StatefulSet") if r.inputs["metadata"]["name"] == name]
+    return sts
+
+
 def test_feature_store_volume_and_pod_carry_its_classification(hybrid):
-    (sts,) = hybrid.k8s("StatefulSet")
-    assert pod_template(sts)["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
-    (claim,) = sts.inputs["spec"]["volumeClaimTemplates"]
-    assert claim["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted", sts
-    assert sts.inputs["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
-                                                                           "whenScaled": "Retain"}
+    for name in ("feature-store", "feature-registry"):
+        sts = _store_sts(hybrid, name)
+        assert pod_template(sts)["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
+        (claim,) = sts.inputs["spec"]["volumeClaimTemplates"]
+        assert claim["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted", sts
+        assert sts.inputs["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
+                                                                               "whenScaled": "Retain"}
+    (offline,) = hybrid.k8s("PersistentVolumeClaim")
+    assert offline.inputs["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
 
 
-def test_feature_store_accepts_only_training_and_serving_on_its_port(hybrid):
-    ingress = [p for p in hybrid.k8s("NetworkPolicy")
-               if p.inputs["metadata"]["namespace"] == "finml-data" and p.inputs["spec"].get("ingress")]
-    assert len(ingress) == 1, [str(p) for p in ingress]
-    spec = ingress[0].inputs["spec"]
-    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "feature-store"
-    (rule,) = spec["ingress"]
+def _ingress(monitor, target):
+    return [p for p in monitor.k8s("NetworkPolicy") if p.inputs["metadata"]["namespace"] == "finml-data"
+            and p.inputs["spec"].get("ingress")
+            and p.inputs["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == target]
+
+
+def test_feature_server_accepts_only_training_and_serving_on_its_port(hybrid):
+    (policy,) = _ingress(hybrid, "feature-server")
+    (rule,) = policy.inputs["spec"]["ingress"]
     (peer,) = rule["from"]
     assert set(peer) == {"namespaceSelector"}, peer
     (expr,) = peer["namespaceSelector"]["matchExpressions"]
     assert (expr["key"], expr["operator"], sorted(expr["values"])) == (
         "kubernetes.io/metadata.name", "In", ["finml-serving", "finml-training"])
-    assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 6379)]
-    egress = [p for p in hybrid.k8s("NetworkPolicy") if p.inputs["metadata"]["name"] == "allow-feature-store-egress"]
+    assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 6566)]
+    egress = [p for p in hybrid.k8s("NetworkPolicy") if p.inputs["metadata"]["name"] == "allow-feature-server-egress"]
     assert sorted(p.inputs["metadata"]["namespace"] for p in egress) == ["finml-serving", "finml-training"]
     for policy in egress:
         (rule,) = policy.inputs["spec"]["egress"]
-        assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 6379)], policy
+        assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 6566)], policy
+
+
+@pytest.mark.parametrize("target, port", [("feature-store", 6379), ("feature-registry", 5432)])
+def test_only_the_feature_server_and_materialization_reach_the_online_store_and_registry(hybrid, target, port):
+    (policy,) = _ingress(hybrid, target)
+    (rule,) = policy.inputs["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert set(peer) == {"podSelector"}, peer  # same namespace only, selected pods only
+    (expr,) = peer["podSelector"]["matchExpressions"]
+    assert (expr["key"], expr["operator"], sorted(expr["values"])) == (
+        "app.kubernetes.io/name", "In", ["feature-materializer", "feature-server"])
+    assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", port)]
 
 
 def test_a_misplaced_restricted_feature_store_is_still_registered_for_the_pack_to_judge():
@@ -209,12 +239,14 @@ def test_a_misplaced_restricted_feature_store_is_still_registered_for_the_pack_t
     raw["workloads"]["featureStore"] = {"site": "aws:eu-central-1", "classification": "restricted"}
     stack = stack_from_raw(raw)
     monitor, _ = run_program(deploy_stack(stack))
-    (sts,) = monitor.k8s("StatefulSet")
+    sts = _store_sts(monitor)
     assert monitor.provider_of(sts) == provider_name("aws:eu-central-1")
     assert sts.inputs["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
     assert sts.inputs["spec"]["volumeClaimTemplates"][0]["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
     (component,) = monitor.of_type("finml:workloads:FeatureStore")
     assert component.inputs == {"site": "aws:eu-central-1", "classification": "restricted"}
+    views = {v.inputs["name"]: v.inputs["classification"] for v in monitor.of_type("finml:ml:FeatureView")}
+    assert views["customer_profile"] == "restricted"
 
 
 # -- arguments -------------------------------------------------------------------------------------------------------
@@ -295,11 +327,12 @@ def test_component_outputs(mocks):
     assert service.gpu_resource == "nvidia.com/mig-2g.20gb"
 
     def check(values):
-        endpoint, deployment_name = values
-        assert endpoint == "feature-store.finml-data.svc.cluster.local:6379", f"FeatureStore store: endpoint {endpoint}"
+        endpoint, online, deployment_name = values
+        assert endpoint == "https://feature-server.finml-data.svc.cluster.local:6566", f"FeatureStore store: {endpoint}"
+        assert online == "feature-store.finml-data.svc.cluster.local:6379", f"FeatureStore store: online {online}"
         assert deployment_name == "svc"
 
-    return pulumi.Output.all(store.endpoint, service.deployment.metadata.name).apply(check)
+    return pulumi.Output.all(store.endpoint, store.online_endpoint, service.deployment.metadata.name).apply(check)
 
 
 def test_aws_clusters_pull_from_the_site_mirror_and_on_prem_keeps_names_for_containerd_mirrors():

@@ -169,7 +169,9 @@ def test_workload_objects_wait_for_their_namespace_and_its_default_deny(any_stac
     for record in monitor.k8s():
         if record in base_children or record.parent_type == "finml:workloads:GpuOperator":
             continue  # the operator and its configuration live in kube-system, there before any workload
-        namespace = record.inputs["metadata"]["namespace"]
+        namespace = record.inputs.get("metadata", {}).get("namespace")
+        if namespace is None:  # cluster-scoped (the feature server's auth-delegator binding, node patches)
+            continue
         same_cluster = [b for b in base_children if monitor.provider_of(b) == monitor.provider_of(record)]
         (ns,) = [b for b in same_cluster if b.kind == "Namespace" and b.inputs["metadata"]["name"] == namespace]
         (deny,) = [b for b in same_cluster if b.kind == "NetworkPolicy" and b.inputs["metadata"]["namespace"] ==

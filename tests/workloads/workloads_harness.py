@@ -156,10 +156,16 @@ def api_version(typ: str) -> str:
     return group_version.removeprefix("core/")
 
 
+_SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's marker of a secret value on the wire
+
+
 def _json_numbers(value: Any) -> Any:
-    """Inputs travel as protobuf Structs, where every number is a double; JSON has integers, as the provider sends."""
+    """Inputs travel as protobuf Structs, where every number is a double; JSON has integers, as the provider sends.
+    Secret values arrive wrapped with Pulumi's signature; the provider sends the plain value."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, dict) and value.get(_SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+        return _json_numbers(value.get("value"))
     if isinstance(value, dict):
         return {k: _json_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
