@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
     __import__("finml.cli_gpu_plan", fromlist=["register"]).register(gpu)
     __import__("finml.cli_model").cli_model.register(sub)
+    from finml import cli_train; cli_train.register(sub)  # noqa: E702 — train render|local, check-manifests
     return parser
 
 
@@ -306,4 +307,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main: command modules raise finml.cli.UsageError, not __main__.UsageError.
+    from finml.cli import main as _main
+    sys.exit(_main())

@@ -292,7 +292,18 @@ class TrainingWorkload(_Model):
     site: str = Field(description="Site running the job")
     model: str = Field(description="Model the job produces")
     gpu_profile: str = Field(description="GPU profile the job runs on")
-    gpus: int = Field(default=1, ge=1, le=64, description="GPUs requested")
+    gpus: int = Field(default=1, ge=1, le=64, description="GPUs requested (per worker pod)")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker pods of a run (Indexed Job parallelism); "
+                                                             "torchrun --nnodes")
+    procs_per_worker: int | None = Field(default=None, ge=1, le=64,
+                                         description="torchrun --nproc-per-node (default: gpus)")
+    mode: Literal["ddp", "fsdp2"] = Field(default="ddp", description="ddp (data-parallel) or fsdp2 (fully sharded)")
+    epochs: int = Field(default=10, ge=1, le=10000, description="Training epochs of a run")
+    mig_slice: str | None = Field(default=None, description="Train on one MIG slice per worker, e.g. 3g.40gb "
+                                                            "(needs gpus: 1: a CUDA process sees one MIG device)")
+    feature_views: list[str] = Field(default_factory=list,
+                                     description="Feature views of the run's training set (empty: the model's)")
+    max_restarts: int = Field(default=3, ge=0, le=100, description="torchrun --max-restarts per worker")
 
 
 DEFAULT_SERVING_ALIAS = "champion"
@@ -623,6 +634,9 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
         check_site_ref(f"{p}.workloads.training[{i}].site", job.site)
         if job.model not in models:
             problems.append((f"{p}.workloads.training[{i}].model", f"unknown model {job.model!r}"))
+        if job.mig_slice is not None and job.gpus != 1:
+            problems.append((f"{p}.workloads.training[{i}].gpus", f"{job.gpus} with migSlice {job.mig_slice!r}; "
+                             "allowed: 1 (a CUDA process sees a single MIG device; use more workers instead)"))
     for what, names in (("training", [j.name for j in wl.training]), ("serving", [w.name for w in wl.serving])):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -777,6 +791,18 @@ def _gpu_checks(platform: Platform, profiles: dict[str, Any]) -> list[tuple[str,
         except ValueError as exc:
             problems.append((key, str(exc)))
     problems += _serving_share_checks(platform, profiles)
+    for i, job in enumerate(platform.workloads.training):
+        if job.mig_slice is None:
+            continue
+        try:
+            profile = resolve_gpu_profile(job.gpu_profile, profiles)
+        except ValueError:
+            continue  # already reported above
+        slices = [m.name for m in profile.mig.profiles]
+        if job.mig_slice not in slices:
+            allowed = ", ".join(slices) if slices else f"none ({profile.name} has no MIG)"
+            problems.append((f"{p}.workloads.training[{i}].migSlice",
+                             f"{job.mig_slice!r} is not a MIG slice of {profile.name}; allowed: {allowed}"))
     for i, svc in enumerate(platform.workloads.serving):
         if svc.mig_slice is None or svc.gpu_profile is None:
             continue

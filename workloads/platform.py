@@ -28,13 +28,13 @@ from workloads.gpu_operator import GpuOperator, GpuOperatorArgs
 from workloads.gpu_operator.component import DEVICE_PLUGIN_CONFIG_LABEL, time_slicing_config_name
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
 from workloads.serving import InferenceService, InferenceServiceArgs
-from workloads.training import TrainingJob, TrainingJobArgs
+from workloads.training import Training, TrainingArgs, gpu_quota_for
 
 
 class PlatformDeployment(TypedDict):
     cluster_base: ClusterBase
     feature_store: FeatureStore | None
-    training_jobs: dict[str, TrainingJob]
+    training: Training | None
     inference_services: dict[str, InferenceService]
     gpu_operator: GpuOperator | None
 
@@ -80,7 +80,7 @@ def register_lineage(stack: StackConfig, opts: pulumi.ResourceOptions | None = N
 def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, profiles: dict[str, Any], *,
                     gpu_quota: int | None = None, aws_site: Any = None,
                     aws_provider: Any = None) -> PlatformDeployment:
-    """ClusterBase plus the feature store, training jobs and inference services the config places on `site`.
+    """ClusterBase plus the feature store, training platform and inference services the config places on `site`.
 
     Every Kubernetes object gets `k8s_provider` (the site's cluster) and waits for the ClusterBase namespaces and
     policies. Workloads carry their model's name and classification (props and labels); `gpu_quota` caps the
@@ -109,12 +109,11 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                                       registry_image=image(feature_store_module.REGISTRY_IMAGE))
         if aws_site is not None and aws_site.cluster is not None and aws_site.network is not None:
             store_aws = feature_store_aws_args(stack, site, store.classification, aws_site)
-    training_args = [
-        TrainingJobArgs(job_name=job.name, site=site, model=job.model, classification=model_classes[job.model],
-                        gpu_profile=resolve_gpu_profile(job.gpu_profile, profiles), gpus=job.gpus,
-                        image=image(training_module.DEFAULT_IMAGE))
-        for job in platform.workloads.training if job.site == site
-    ]
+    # Training runs are rendered per run (`finml train render`); the cluster keeps what they all rely on.
+    site_jobs = [job for job in platform.workloads.training if job.site == site]
+    for job in site_jobs:
+        resolve_gpu_profile(job.gpu_profile, profiles)
+    training_args = TrainingArgs(site=site, gpu_quota=gpu_quota_for(site_jobs)) if site_jobs else None
     serving_args = [
         InferenceServiceArgs(service_name=svc.name, site=site, model=svc.model,
                              classification=model_classes[svc.model],
@@ -160,13 +159,13 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                 server_role_arn=infra.server_role_arn, materializer_role_arn=infra.materializer_role_arn,
                 egress_cidrs=(stack.aws_sites[site].network.vpc_cidr,))
         feature_store = FeatureStore(child_name("feature-store", site), store_args, opts=workload_opts())
-    training_jobs = {a.job_name: TrainingJob(child_name(a.job_name, site), a, opts=workload_opts())
-                     for a in training_args}
+    training = (Training(child_name("training", site), training_args, opts=workload_opts())
+                if training_args is not None else None)
     inference_services = {a.service_name: InferenceService(child_name(a.service_name, site), a,
                                                            opts=workload_opts())
                           for a in serving_args}
 
-    return PlatformDeployment(cluster_base=base, feature_store=feature_store, training_jobs=training_jobs,
+    return PlatformDeployment(cluster_base=base, feature_store=feature_store, training=training,
                               inference_services=inference_services, gpu_operator=gpu_operator)
 
 

@@ -1,129 +1,151 @@
-"""TrainingJob: a GPU training Job template for one model, pinned to its site and GPU model.
+"""Training: what lasts of the training platform on one cluster; the runs themselves are submitted, not deployed.
 
-The Job is created suspended (`spec.suspend: true`), as a template rather than a run:
-- a Job starts running the moment it is created, so an unsuspended Job would start a multi-GPU training run on
-  every `pulumi up` that creates or replaces it (and Job pod templates are immutable, so any change replaces it);
-- a training run needs staged data and a human or pipeline decision (model risk sign-off), not an infrastructure
-  deployment; the pipeline starts it with `kubectl patch job <name> -n finml-training -p '{"spec":{"suspend":false}}'`;
-- Pulumi would otherwise wait for the Job to complete before finishing the update, so the Job is also annotated
-  `pulumi.com/skipAwait: "true"`.
+A training run is an Indexed Job of torchrun workers rendered per run by `finml train render` (workloads/
+training_job.py) and checked by the same policy pack (`finml check-manifests`) before `kubectl apply`. A Job starts
+the moment it is created and its pod template is immutable, so deploying runs from `pulumi up` would start (or
+restart) multi-GPU training on unrelated infrastructure changes. What Pulumi deploys is what every run relies on:
+
+- the `finml-training` ServiceAccount the runs use (on AWS annotated with its IRSA role when one is given), with no
+  API token mounted;
+- the `finml-training` PriorityClass (below serving, above batch; preempts lower-priority pods only);
+- a ResourceQuota on the GPU and MIG resources the site's training workloads may request at once;
+- NetworkPolicies: workers of a run reach each other (c10d rendezvous, NCCL/gloo) and the site's model registry;
+  the feature store opens its own port to this namespace (FeatureStore component).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.naming import child_name
-from workloads.cluster_base import TRAINING_NAMESPACE
+from components.naming import SITE_LABEL, child_name, site_label_value
+from workloads.cluster_base import DATA_NAMESPACE, NAMESPACE_NAME_LABEL, TRAINING_NAMESPACE
 from workloads.options import child_opts
-from workloads.pod import (
-    GPU_RESOURCE,
-    gpu_tolerations,
-    guaranteed_resources,
-    restricted_container_security_context,
-    restricted_pod_security_context,
-    scratch_volume,
-    site_node_selector,
-    workload_labels,
-)
+from workloads.pod import GPU_RESOURCE, PART_OF, mig_resource
+from workloads.training_job import COMPONENT, PRIORITY_CLASS, SERVICE_ACCOUNT
 
-COMPONENT = "training"
-DEFAULT_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
-TRAINER_UID = 10001
-#: Pulumi's Kubernetes provider would otherwise block `pulumi up` until the (suspended) Job completes.
-SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+#: Between serving (which must not be preempted by training) and the default 0 of batch work.
+PRIORITY_VALUE = 100_000
+QUOTA_NAME = "training-accelerators"
+PEER_POLICY = "allow-training-peers"
+REGISTRY_POLICY = "allow-model-registry-egress"
+#: The site's MLflow tracking server / model registry (model registry component): pods and port.
+REGISTRY_NAMESPACE = DATA_NAMESPACE
+REGISTRY_POD_LABELS = {"app.kubernetes.io/name": "model-registry"}
+REGISTRY_PORT = 5000
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 
 
 @dataclass(frozen=True)
-class TrainingJobArgs:
-    job_name: str
-    """Kubernetes name of the Job (the config's training workload name)."""
+class TrainingArgs:
     site: str
-    model: str
-    """Name of the model the job produces; labels the pods."""
-    classification: str
-    """The model's classification (highest classification of its training data)."""
-    gpu_profile: Any
-    """The GpuProfile of the nodes it runs on: node selector value and taints to tolerate."""
-    gpus: int = 1
+    gpu_quota: dict[str, int] = field(default_factory=dict)
+    """Extended resource → most units requested at once in the namespace, e.g. {"nvidia.com/gpu": 16,
+    "nvidia.com/mig-3g.40gb": 4}; from the site's training workloads (gpus × workers each)."""
     namespace: str = TRAINING_NAMESPACE
-    image: str = DEFAULT_IMAGE
-    command: tuple[str, ...] = ()
-    """Empty: the image's entrypoint. The training pipeline sets image and command per run."""
-    env: dict[str, str] = field(default_factory=dict)
-    cpu_per_gpu: int = 2
-    memory_gib_per_gpu: int = 8
-    shm_gib_per_gpu: int = 2
-    """Size of /dev/shm per GPU; PyTorch data loaders share batches through it. It counts against memory."""
-    backoff_limit: int = 1
-    suspend: bool = True
-    """Created suspended; see the module docstring. False only for a deliberate one-off run."""
+    irsa_role_arn: pulumi.Input[str] | None = None
+    """IAM role the runs assume through IRSA (AWS sites), e.g. to read the classification's bucket."""
 
 
-class TrainingJob(pulumi.ComponentResource):
-    """A batch/v1 Job requesting `gpus` whole GPUs of one GPU profile on one site, suspended by default."""
+def gpu_quota_for(jobs) -> dict[str, int]:
+    """Quota of each GPU/MIG resource: enough for every training workload of the site to run at once."""
+    quota: dict[str, int] = {}
+    for job in jobs:
+        resource, units = (mig_resource(job.mig_slice), 1) if job.mig_slice else (GPU_RESOURCE, job.gpus)
+        quota[resource] = quota.get(resource, 0) + units * job.workers
+    return dict(sorted(quota.items()))
 
-    job: k8s.batch.v1.Job
-    job_name: pulumi.Output[str]
 
-    def __init__(self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("finml:workloads:TrainingJob", name, {
-            "site": args.site, "model": args.model, "classification": args.classification,
-            "gpuProfile": args.gpu_profile.name, "gpus": args.gpus,
-        }, opts)
+class Training(pulumi.ComponentResource):
+    """ServiceAccount, PriorityClass, accelerator quota and NetworkPolicies for training runs on one cluster."""
+
+    service_account: k8s.core.v1.ServiceAccount
+    priority_class: k8s.scheduling.v1.PriorityClass
+    quota: k8s.core.v1.ResourceQuota | None
+    network_policies: list[k8s.networking.v1.NetworkPolicy]
+
+    def __init__(self, name: str, args: TrainingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("finml:workloads:Training", name, {"site": args.site, "gpuQuota": dict(args.gpu_quota)},
+                         opts)
         self._name = name
-        self._opts = opts
         self._args = args
-        job = self._create_job()
+        self._opts = opts
+        self._labels = {"app.kubernetes.io/name": COMPONENT, "app.kubernetes.io/part-of": PART_OF,
+                        "app.kubernetes.io/managed-by": "pulumi", SITE_LABEL: site_label_value(args.site)}
 
-        self.job = job
-        self.job_name = job.metadata.name
-        self.register_outputs({"jobName": self.job_name})
+        self.service_account = self._create_service_account()
+        self.priority_class = self._create_priority_class()
+        self.quota = self._create_quota()
+        self.network_policies = self._create_network_policies()
+        self.register_outputs({"serviceAccount": self.service_account.metadata.name,
+                               "priorityClass": self.priority_class.metadata.name})
 
-    def _create_job(self) -> k8s.batch.v1.Job:
-        a = self._args
-        labels = workload_labels(COMPONENT, a.job_name, a.site, a.classification, a.model)
-        container = k8s.core.v1.ContainerArgs(
-            name="trainer",
-            image=a.image,
-            image_pull_policy="IfNotPresent",
-            command=list(a.command) or None,
-            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(a.env.items())] or None,
-            resources=guaranteed_resources(str(a.cpu_per_gpu * a.gpus), f"{a.memory_gib_per_gpu * a.gpus}Gi",
-                                           {GPU_RESOURCE: a.gpus}),
-            security_context=restricted_container_security_context(TRAINER_UID),
-            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
-                           k8s.core.v1.VolumeMountArgs(name="dshm", mount_path="/dev/shm")],
+    def _meta(self, name: str, namespaced: bool = True, **extra) -> k8s.meta.v1.ObjectMetaArgs:
+        return k8s.meta.v1.ObjectMetaArgs(name=name, namespace=self._args.namespace if namespaced else None,
+                                          labels=dict(sorted(self._labels.items())), **extra)
+
+    def _create_service_account(self) -> k8s.core.v1.ServiceAccount:
+        annotations = {IRSA_ANNOTATION: self._args.irsa_role_arn} if self._args.irsa_role_arn is not None else None
+        return k8s.core.v1.ServiceAccount(
+            child_name(self._name, "service-account"),
+            metadata=self._meta(SERVICE_ACCOUNT, annotations=annotations),
+            automount_service_account_token=False,
+            opts=child_opts(self, self._opts),
         )
-        return k8s.batch.v1.Job(
-            child_name(self._name, "job"),
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=a.job_name, namespace=a.namespace, labels=labels,
-                annotations={SKIP_AWAIT_ANNOTATION: "true"},
-            ),
-            spec=k8s.batch.v1.JobSpecArgs(
-                suspend=a.suspend,
-                backoff_limit=a.backoff_limit,
-                completions=1,
-                parallelism=1,
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        restart_policy="Never",
-                        node_selector=site_node_selector(a.site, a.gpu_profile.k8s_label_value),
-                        tolerations=gpu_tolerations(a.gpu_profile),
-                        security_context=restricted_pod_security_context(TRAINER_UID),
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        containers=[container],
-                        volumes=[scratch_volume("tmp", "10Gi"),
-                                 scratch_volume("dshm", f"{a.shm_gib_per_gpu * a.gpus}Gi", memory_backed=True)],
-                    ),
-                ),
+
+    def _create_priority_class(self) -> k8s.scheduling.v1.PriorityClass:
+        return k8s.scheduling.v1.PriorityClass(
+            child_name(self._name, "priority-class"),
+            metadata=self._meta(PRIORITY_CLASS, namespaced=False),
+            value=PRIORITY_VALUE,
+            global_default=False,
+            preemption_policy="PreemptLowerPriority",
+            description="finml training runs: below model serving, above default batch work",
+            opts=child_opts(self, self._opts),
+        )
+
+    def _create_quota(self) -> k8s.core.v1.ResourceQuota | None:
+        if not self._args.gpu_quota:
+            return None
+        return k8s.core.v1.ResourceQuota(
+            child_name(self._name, QUOTA_NAME),
+            metadata=self._meta(QUOTA_NAME),
+            spec=k8s.core.v1.ResourceQuotaSpecArgs(
+                hard={f"requests.{resource}": str(units) for resource, units in self._args.gpu_quota.items()}),
+            opts=child_opts(self, self._opts),
+        )
+
+    def _create_network_policies(self) -> list[k8s.networking.v1.NetworkPolicy]:
+        trainers = k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": COMPONENT})
+        peers = [k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=trainers)]
+        peer_policy = k8s.networking.v1.NetworkPolicy(
+            child_name(self._name, PEER_POLICY),
+            metadata=self._meta(PEER_POLICY),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                # Rendezvous (29500) and NCCL/gloo use ports chosen at run time: any port, training pods only.
+                pod_selector=trainers,
+                policy_types=["Ingress", "Egress"],
+                ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=peers)],
+                egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=peers)],
             ),
             opts=child_opts(self, self._opts),
         )
+        registry_policy = k8s.networking.v1.NetworkPolicy(
+            child_name(self._name, REGISTRY_POLICY),
+            metadata=self._meta(REGISTRY_POLICY),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=trainers,
+                policy_types=["Egress"],
+                egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                    to=[k8s.networking.v1.NetworkPolicyPeerArgs(
+                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                            match_labels={NAMESPACE_NAME_LABEL: REGISTRY_NAMESPACE}),
+                        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(REGISTRY_POD_LABELS)))],
+                    ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=REGISTRY_PORT)],
+                )],
+            ),
+            opts=child_opts(self, self._opts),
+        )
+        return [peer_policy, registry_policy]

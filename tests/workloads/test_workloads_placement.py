@@ -121,9 +121,7 @@ def test_workloads_go_only_to_the_sites_config_names(hybrid):
         ("StatefulSet", "feature-store", provider_name("onprem:fra-dc1")),
         ("StatefulSet", "feature-registry", provider_name("onprem:fra-dc1")),
         ("Deployment", "feature-server", provider_name("onprem:fra-dc1")),
-        ("Job", "aml-detector-train", provider_name("onprem:fra-dc1")),
         ("Deployment", "aml-detector", provider_name("onprem:fra-dc1")),
-        ("Job", "fraud-scorer-burst", provider_name("aws:eu-central-1")),
         ("Deployment", "fraud-scorer", provider_name("aws:eu-central-1")),
     }
 
@@ -172,12 +170,33 @@ def test_serving_has_a_readiness_probe_service_and_disruption_budget(hybrid):
         assert pdb.inputs["spec"]["maxUnavailable"] == 1
 
 
-def test_training_jobs_are_suspended_templates_pulumi_does_not_wait_for(any_stack):
-    _, monitor = any_stack
-    for job in monitor.k8s("Job"):
-        assert job.inputs["spec"]["suspend"] is True, f"{job}: would start training on `pulumi up`"
-        assert job.inputs["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true", job
-        assert pod_template(job)["spec"]["restartPolicy"] == "Never", job
+def test_training_deploys_only_lasting_parts_never_a_job(any_stack):
+    name, monitor = any_stack
+    assert monitor.k8s("Job") == [], "a Job starts on creation: training runs are rendered and submitted per run"
+    stack = load_stack(STACKS_DIR / f"Pulumi.{name}.yaml")
+    training_sites = {job.site for job in stack.platform.workloads.training}
+    components = monitor.of_type("finml:workloads:Training")
+    assert sorted(c.inputs["site"] for c in components) == sorted(training_sites)
+    for kind, object_name in (("ServiceAccount", "finml-training"), ("PriorityClass", "finml-training"),
+                              ("NetworkPolicy", "allow-training-peers"),
+                              ("NetworkPolicy", "allow-model-registry-egress")):
+        found = [r for r in monitor.k8s(kind) if r.inputs["metadata"]["name"] == object_name]
+        assert len(found) == len(training_sites), f"{kind} {object_name}: {[str(r) for r in found]}"
+    for account in monitor.k8s("ServiceAccount"):
+        assert account.inputs["automountServiceAccountToken"] is False, account
+
+
+def test_training_quota_covers_gpu_and_mig_requests_of_the_sites_workloads():
+    raw = hybrid_raw()
+    raw["workloads"]["training"].append({"name": "aml-mig-train", "site": "onprem:fra-dc1", "model": "aml-detector",
+                                         "gpuProfile": "H200-141GB", "migSlice": "3g.71gb", "workers": 3})
+    stack = stack_from_raw(raw)
+    monitor, _ = run_program(deploy_stack(stack))
+    quotas = {monitor.provider_of(q): q.inputs["spec"]["hard"] for q in monitor.k8s("ResourceQuota")
+              if q.inputs["metadata"]["name"] == "training-accelerators"}
+    assert quotas == {provider_name("onprem:fra-dc1"): {"requests.nvidia.com/gpu": "8",
+                                                          "requests.nvidia.com/mig-3g.71gb": "3"},
+                      provider_name("aws:eu-central-1"): {"requests.nvidia.com/gpu": "8"}}
 
 
 # -- feature store -------------------------------------------------------------------------------------------------
@@ -272,7 +291,8 @@ def test_gpu_quota_caps_training_and_serving_namespaces():
                         gpu_quota=16)
 
     monitor, _ = run_program(program)
-    quotas = {q.inputs["metadata"]["namespace"]: q.inputs["spec"]["hard"] for q in monitor.k8s("ResourceQuota")}
+    quotas = {q.inputs["metadata"]["namespace"]: q.inputs["spec"]["hard"] for q in monitor.k8s("ResourceQuota")
+              if q.inputs["metadata"]["name"] == "gpu-quota"}
     assert quotas == {"finml-data": {"requests.nvidia.com/gpu": "0"},
                       "finml-training": {"requests.nvidia.com/gpu": "16"},
                       "finml-serving": {"requests.nvidia.com/gpu": "16"}}

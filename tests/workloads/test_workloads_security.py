@@ -156,8 +156,8 @@ def test_every_manifest_is_valid_kubernetes_1_31_strict(any_stack):
     assert errors == []
 
 
-@pytest.mark.parametrize("kind", ["Namespace", "NetworkPolicy", "ResourceQuota", "StatefulSet", "Service", "Job",
-                                  "Deployment", "PodDisruptionBudget"])
+@pytest.mark.parametrize("kind", ["Namespace", "NetworkPolicy", "ResourceQuota", "StatefulSet", "Service",
+                                  "ServiceAccount", "PriorityClass", "Deployment", "PodDisruptionBudget"])
 def test_every_expected_kind_is_rendered_by_hybrid_prod(hybrid, kind):
     assert hybrid.k8s(kind), f"no {kind} rendered for hybrid-prod"
 
@@ -170,7 +170,7 @@ def test_workload_objects_wait_for_their_namespace_and_its_default_deny(any_stac
         if record in base_children or record.parent_type == "finml:workloads:GpuOperator":
             continue  # the operator and its configuration live in kube-system, there before any workload
         namespace = record.inputs.get("metadata", {}).get("namespace")
-        if namespace is None:  # cluster-scoped (the feature server's auth-delegator binding, node patches)
+        if namespace is None:  # cluster-scoped (the feature server's auth-delegator binding, PriorityClass, node patches)
             continue
         same_cluster = [b for b in base_children if monitor.provider_of(b) == monitor.provider_of(record)]
         (ns,) = [b for b in same_cluster if b.kind == "Namespace" and b.inputs["metadata"]["name"] == namespace]
