@@ -7,7 +7,7 @@
    (MLFLOW_TRACKING_URI, the read-only user in MLFLOW_TRACKING_USERNAME/PASSWORD, the site CA in
    MLFLOW_TRACKING_SERVER_CERT_PATH) and refuses to start unless the site may hold the version's classification.
    Refusals and registry failures exit non-zero before any port is opened (fail closed).
-2. It writes MLServer's settings.json and the model's model-settings.json (runtime `mlserver_mlflow.MLflowRuntime`,
+2. It writes MLServer's settings.json and the model's model-settings.json (runtime `FinmlMLflowRuntime`, MLServer's MLflow runtime,
    uri `models:/NAME/VERSION` — the checked version — and adaptive batching `max_batch_size`/`max_batch_time`).
 3. It starts MLServer 1.7.1 with TLS on all three listeners. MLServer has no TLS setting of its own: REST and
    metrics are uvicorn servers and take uvicorn's `ssl_certfile`/`ssl_keyfile` through MLServer's (private)
@@ -89,7 +89,7 @@ def write_settings(args: argparse.Namespace, result: load_gate.GateResult) -> Pa
     (root / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     model_settings = {
         "name": args.service_name or args.name,
-        "implementation": "mlserver_mlflow.MLflowRuntime",
+        "implementation": "workloads.model_server.runtime.FinmlMLflowRuntime",
         "parameters": {"uri": result.model_uri, "version": result.version},
         "max_batch_size": args.max_batch_size,
         "max_batch_time": args.max_batch_time_ms / 1000.0,
