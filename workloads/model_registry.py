@@ -447,7 +447,9 @@ class ModelRegistry(pulumi.ComponentResource):
         auth_ini = pulumi.Output.concat(
             "[mlflow]\ndefault_permission = READ\n", "database_uri = ", db_uri, "\n",
             "admin_username = admin\n", "admin_password = ", self._admin_password.result, "\n",
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+            # Without it every request re-derives the PBKDF2 hash; 30 s bounds how long a rotated password lingers.
+            "auth_cache_ttl_seconds = 30\n")
         self._server_secret = k8s.core.v1.Secret(
             child_name(self._name, "server"), metadata=self._meta(f"{COMPONENT}-server"), type="Opaque",
             string_data={"basic_auth.ini": auth_ini, "backend-store-uri": db_uri,

@@ -33,6 +33,7 @@ from finml.local.postgres import PrivatePostgres, free_port
 from finml.local.tls import LocalCA
 
 START_TIMEOUT_S = 240
+AUTH_CACHE_TTL_S = 30
 ADMIN_USER = "admin"
 WRITER_USER = "finml-writer"
 READER_USER = "finml-reader"
@@ -139,6 +140,9 @@ class MlflowServer:
             f"admin_username = {self.admin.username}",
             f"admin_password = {self.admin.password}",
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            # Every request re-derives the PBKDF2 password hash otherwise (seconds on a loaded CPU); a short cache
+            # keeps the check while bounding how long a changed password stays valid.
+            f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}",
             "",
         ]))
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

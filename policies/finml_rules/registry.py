@@ -88,7 +88,7 @@ def registry_data_classified(args: StackValidationArgs, report: ReportViolation)
         with failing_closed(report, registry.urn, describe(registry)):
             cls = parse_classification(get(index.props(registry), "classification"), "prop classification")
             if not cls.known:
-                continue  # registry-site-allowed reports it
+                continue  # residency-model-registry-site reports it
             for child in index.descendants(registry):
                 if not is_data_bearing(child.resource_type):
                     continue
@@ -103,17 +103,18 @@ def registry_data_classified(args: StackValidationArgs, report: ReportViolation)
 
 
 POLICIES: list = [
-    stack_policy("registry-site-allowed",
+    stack_policy("residency-model-registry-site",
                  "Ensure a model registry is only placed on a site its classification may use, with the site "
                  "derived from the registry's own resources.",
                  registry_site_allowed, Severity.CRITICAL,
                  "Host the registry on a site the policy config `residency` allows for its classification "
                  "(finml:platform.registry.sites), or lower the classification it is meant to hold.",
                  residency_schema()),
-    stack_policy("registry-data-classified",
+    stack_policy("residency-model-registry-classified",
                  "Ensure the registry's database, artifact storage and audit bucket carry the registry's "
                  "classification.",
                  registry_data_classified, Severity.HIGH,
                  "Tag (AWS) or label (Kubernetes) every data-bearing registry resource with the registry's "
-                 "classification."),
+                 "classification.",
+                 residency_schema()),
 ]

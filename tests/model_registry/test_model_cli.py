@@ -158,3 +158,28 @@ def test_every_decision_is_in_the_audit_log(audit_path):
     assert ("copy", "refused", "residency") in decisions and ("copy", "allowed", "residency") in decisions
     assert all(r["lineage_digest"].startswith("sha256:") and r["actor"]["registry_user"] for r in records)
     assert verify(audit_path).ok
+
+
+def test_ten_concurrent_promotions_and_refusals_lose_no_audit_record(registry, models, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import HERE
+
+    audit = tmp_path / "concurrent.jsonl"
+    env = registry.env(registry.writer)
+    procs = []
+    for i in range(10):
+        site = "onprem:fra-dc1" if i % 2 == 0 else "aws:eu-central-1"
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "finml.cli", "model", "promote", "--stack", "hybrid-prod", "--site", site,
+             "--tracking-uri", registry.tracking_uri, "--audit-log", str(audit), "--alias", f"c{i}",
+             "fraud-mixed", models["mixed"]], cwd=HERE.parents[1], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    codes = [p.wait(timeout=600) for p in procs]
+    assert codes == [0, 1] * 5, [p.stderr.read()[-300:] for p in procs]
+    result = verify(audit)
+    assert result.ok and result.records == 10, result
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert sorted(r["alias"] for r in records) == sorted(f"c{i}" for i in range(10))
+    assert sum(r["decision"] == "refused" for r in records) == 5
