@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -36,7 +36,6 @@ import yaml
 from components.naming import CLASSIFICATION_LABEL, SITE_LABEL, child_name, site_label_value
 from workloads.cluster_base import DATA_NAMESPACE, NAMESPACE_NAME_LABEL, SERVING_NAMESPACE, TRAINING_NAMESPACE
 from workloads.feature_repo.catalog import (
-    FEATURE_VIEWS,
     PROJECT,
     SOURCES_BY_NAME,
     classification_rank,
@@ -128,7 +127,6 @@ class FeatureStoreArgs:
     client namespace for every classification the store holds."""
     ca_validity_hours: int = 24 * 365 * 5
     cert_validity_hours: int = 24 * 90
-    labels_extra: Mapping[str, str] = field(default_factory=dict)
 
 
 def _concat(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -680,5 +678,3 @@ class FeatureStore(pulumi.ComponentResource):
             }, opts=pulumi.ResourceOptions(parent=self)))
         return views
 
-
-ALL_FEATURE_VIEWS = FEATURE_VIEWS

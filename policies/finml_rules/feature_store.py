@@ -5,8 +5,8 @@ The program registers every feature view a site's feature store holds as a ``fin
 never read from the view: it is the site of the cluster its store's Kubernetes objects are deployed to (their
 provider lineage), which must be one site.
 
-- feature-view-residency: the view's classification is allowed on that site.
-- feature-view-source-site: the view's data source lies inside that site — ``s3://<bucket>/…`` must name a bucket
+- residency-feature-view: the view's classification is allowed on that site.
+- residency-feature-view-source: the view's data source lies inside that site — ``s3://<bucket>/…`` must name a bucket
   of this stack whose own site is the view's site (and allowed for the source's classification);
   ``pvc://<namespace>/<claim>/…`` must name a PersistentVolumeClaim of the same store, i.e. on the same cluster.
   Any other location, or one unknown during preview, fails closed.
@@ -149,12 +149,12 @@ def feature_view_source_site(args: StackValidationArgs, report: ReportViolation)
 
 
 POLICIES: list = [
-    stack_policy("feature-view-residency",
+    stack_policy("residency-feature-view",
                  "Ensure every feature view is deployed only to a site allowed for its classification.",
                  feature_view_residency, Severity.CRITICAL,
                  "Deploy the feature store's views only on sites the residency rules allow for their "
                  "classification (lower the store's classification or move it).", SCHEMA),
-    stack_policy("feature-view-source-site",
+    stack_policy("residency-feature-view-source",
                  "Ensure every feature view's data source lies inside the site the view is deployed to.",
                  feature_view_source_site, Severity.CRITICAL,
                  "Keep offline-store sources in a bucket or volume of the view's own site.", SCHEMA),

@@ -80,8 +80,8 @@ def test_restricted_view_on_an_aws_site_is_killed(plans, pack):
     view = _views(plan)["card_profile"]
     _edit(view, lambda p: p.update(classification="restricted"))
     result = check_plan(plan, PACK, _config("aws-eu-prod"), pack=pack)
-    assert ("feature-view-residency", view.urn) in {(v.policy, v.urn) for v in result.mandatory}
-    (violation,) = [v for v in result.mandatory if v.policy == "feature-view-residency"]
+    assert ("residency-feature-view", view.urn) in {(v.policy, v.urn) for v in result.mandatory}
+    (violation,) = [v for v in result.mandatory if v.policy == "residency-feature-view"]
     assert violation.site == "aws:eu-central-1" and violation.classification == "restricted"
 
 
@@ -96,7 +96,7 @@ def test_restricted_on_prem_view_moved_to_aws_is_killed(plans, pack):
     _edit(restricted, lambda p: p["source"].update(uri=uri))
     plan.resources.append(restricted)
     result = check_plan(plan, PACK, _config("aws-eu-prod"), pack=pack)
-    assert ("feature-view-residency", restricted.urn) in {(v.policy, v.urn) for v in result.mandatory}
+    assert ("residency-feature-view", restricted.urn) in {(v.policy, v.urn) for v in result.mandatory}
 
 
 @pytest.mark.parametrize("uri, why", [
@@ -109,7 +109,7 @@ def test_a_source_outside_the_site_is_killed(plans, pack, uri, why):
     view = _views(plan)["merchant_risk"]
     _edit(view, lambda p: p["source"].update(uri=uri))
     result = check_plan(plan, PACK, _config("aws-eu-prod"), pack=pack)
-    hits = [v for v in result.mandatory if v.policy == "feature-view-source-site" and v.urn == view.urn]
+    hits = [v for v in result.mandatory if v.policy == "residency-feature-view-source" and v.urn == view.urn]
     assert hits and why in hits[0].message, [(v.policy, v.message) for v in result.mandatory]
 
 
@@ -120,5 +120,5 @@ def test_a_source_in_another_regions_bucket_is_killed(plans, pack):
     (b,) = [r for r in plan.resources if r.type == "aws:s3/bucket:Bucket" and r.props.get("bucket") == bucket]
     b.props["region"] = "eu-west-1"
     result = check_plan(plan, PACK, _config("aws-eu-prod"), pack=pack)
-    hits = [v for v in result.mandatory if v.policy == "feature-view-source-site" and v.urn == view.urn]
+    hits = [v for v in result.mandatory if v.policy == "residency-feature-view-source" and v.urn == view.urn]
     assert hits and "outside the view's site" in hits[0].message

@@ -15,7 +15,7 @@ EXPECTED_RULES = {
     "residency-s3-replication-destination", "residency-aws-data-site", "residency-kms-replica-key",
     "residency-aws-site-declared",
     # the restricted feature store on AWS (its pods, its ElastiCache and RDS, its restricted view and its source)
-    "residency-k8s-data-site", "residency-k8s-site-pinning", "feature-view-residency", "feature-view-source-site",
+    "residency-k8s-data-site", "residency-k8s-site-pinning", "residency-feature-view", "residency-feature-view-source",
     # a security group open to the world
     "network-sg-no-public-ingress",
     # a namespace without a default deny
@@ -42,8 +42,8 @@ def test_seeded_stack_fails_with_exactly_the_seeded_rules(tmp_path):
         ("residency-kms-replica-key", "aws-eu-central-1-replica-key-confidential"),
         ("residency-k8s-data-site", "feature-store-aws-eu-central-1-server"),
         ("residency-aws-data-site", "feature-store-aws-eu-central-1-aws-online"),
-        ("feature-view-residency", "feature-store-aws-eu-central-1-view-customer-profile"),
-        ("feature-view-source-site", "feature-store-aws-eu-central-1-view-customer-profile"),
+        ("residency-feature-view", "feature-store-aws-eu-central-1-view-customer-profile"),
+        ("residency-feature-view-source", "feature-store-aws-eu-central-1-view-customer-profile"),
         ("network-sg-no-public-ingress", "seeded-open-sg"),
         ("k8s-namespace-default-deny", "seeded-namespace"),
         ("residency-kms-key-colocated", "seeded-volume"),

@@ -207,6 +207,15 @@ def compliant_stack() -> tuple[Stack, dict]:
     h["pvc"] = s.add("kubernetes:core/v1:PersistentVolumeClaim", "checkpoints", {"metadata": {
         "name": "checkpoints", "namespace": "training", "labels": {"finml.io/classification": "restricted"}},
         "spec": {"accessModes": ["ReadWriteOnce"]}}, provider=dc1_k8s)
+    h["feature_store"] = s.add("finml:workloads:FeatureStore", "features-dc1",
+                               {"site": "onprem:fra-dc1", "classification": "restricted"})
+    h["feature_offline"] = s.add("kubernetes:core/v1:PersistentVolumeClaim", "feature-offline", {"metadata": {
+        "name": "feature-offline", "namespace": "training", "labels": {"finml.io/classification": "restricted"}},
+        "spec": {"accessModes": ["ReadWriteOnce"]}}, provider=dc1_k8s, parent=h["feature_store"])
+    h["feature_view"] = s.add("finml:ml:FeatureView", "customer-profile", {
+        "name": "customer_profile", "classification": "restricted",
+        "source": {"name": "customer_profile", "classification": "restricted",
+                   "uri": "pvc://training/feature-offline/customer_profile.parquet"}}, parent=h["feature_store"])
     h["device_plugin"] = workload(s, "DaemonSet", "nvidia-device-plugin", dc1_k8s, namespace="kube-system", cls=None,
                                   spec=pod_spec([container("plugin", securityContext={"privileged": True})],
                                                 site=None, volumes=[{"name": "dp",

@@ -5,8 +5,8 @@ from policy_fixtures import tags
 
 VIEW = "finml:ml:FeatureView"
 STORE = "finml:workloads:FeatureStore"
-RESIDENCY_RULE = "feature-view-residency"
-SOURCE_RULE = "feature-view-source-site"
+RESIDENCY_RULE = "residency-feature-view"
+SOURCE_RULE = "residency-feature-view-source"
 
 
 def sites():
