@@ -59,8 +59,7 @@ def cmd_train_render(args: argparse.Namespace) -> int:
     run = TrainingRun(stack=stack, site=args.site, job=args.job,
                       run_id=args.run_id or time.strftime("r%Y%m%d%H%M%S", time.gmtime()),
                       image=args.image, classification=classification,
-                      training_set_path=args.training_set_path, **({"registry_url": args.registry_url}
-                                                                    if args.registry_url else {}))
+                      training_set_path=args.training_set_path, registry_url=args.registry_url)
     try:
         manifests = render_training_run(run, load_profiles())
     except RenderError as exc:
@@ -118,9 +117,14 @@ def cmd_train_local(args: argparse.Namespace) -> int:
         raise UsageError(f"--nproc {args.nproc}; allowed: 1 or more")
     work = Path(args.work_dir)
     training_set = Path(args.training_set) if args.training_set else None
+    if training_set is None and args.rows:
+        from workloads.reference.local_data import build_feature_store_training_set
+        print(f"building a training set of {args.rows} synthetic transactions through the local feature store "
+              f"(Feast, point-in-time join) under {work / 'feature-store'}…", file=sys.stderr, flush=True)
+        training_set = build_feature_store_training_set(work / "feature-store", args.rows, seed=args.data_seed)
     if training_set is None:
-        raise UsageError("--training-set: required (a directory with training_set.parquet and "
-                         "training_set.lineage.json, e.g. from the feature store's training-set builder)")
+        raise UsageError("--training-set: required unless --rows is given (a directory with training_set.parquet "
+                         "and training_set.lineage.json, e.g. from the feature store's training-set builder)")
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(ROOT))
     if args.tracking_uri:
         env["MLFLOW_TRACKING_URI"] = args.tracking_uri
@@ -156,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="raise the run's classification label (never lowers the model's)")
     p.add_argument("--training-set-path", default="training-sets/latest",
                    help="training-set directory inside the classification's storage")
-    p.add_argument("--registry-url", help="MLflow tracking URL of the site's registry")
+    p.add_argument("--registry-url", help="MLflow tracking URL (default: the site registry's credentials Secret)")
     p.add_argument("--out", help="write here instead of stdout")
     p.set_defaults(func=cmd_train_render)
 
@@ -165,6 +169,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("ddp", "fsdp2"), default="ddp")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--training-set", help="directory with training_set.parquet + training_set.lineage.json")
+    p.add_argument("--rows", type=int, default=0,
+                   help="without --training-set: build one from this many synthetic transactions through the local "
+                        "feature store (Feast) first")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic transactions (--rows)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; none: untracked)")
     p.add_argument("--model-name", help="register the model under this name")
     p.add_argument("--run-name", default="local", help="names the checkpoint directory and MLflow run")

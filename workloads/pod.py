@@ -1,6 +1,6 @@
 """Pod-level building blocks every workload shares: labels, site pinning, GPU scheduling, restricted security.
 
-Not a component: plain functions returning pulumi_kubernetes input types, so FeatureStore, TrainingJob and
+Not a component: plain functions returning pulumi_kubernetes input types, so FeatureStore, training runs and
 InferenceService cannot drift apart on the settings the policy pack and Pod Security Admission check.
 """
 

@@ -9,8 +9,9 @@ restart) multi-GPU training on unrelated infrastructure changes. What Pulumi dep
   API token mounted;
 - the `finml-training` PriorityClass (below serving, above batch; preempts lower-priority pods only);
 - a ResourceQuota on the GPU and MIG resources the site's training workloads may request at once;
-- NetworkPolicies: workers of a run reach each other (c10d rendezvous, NCCL/gloo) and the site's model registry;
-  the feature store opens its own port to this namespace (FeatureStore component).
+- no NetworkPolicy of its own: each run brings one opening its workers to each other only (rendered with the Job),
+  and the feature store and the model registry open their ports to this namespace and add its egress to them
+  (FeatureStore, ModelRegistry components), so every flow is declared once, by its owner.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.naming import SITE_LABEL, child_name, site_label_value
-from workloads.cluster_base import DATA_NAMESPACE, NAMESPACE_NAME_LABEL, TRAINING_NAMESPACE
+from workloads.cluster_base import TRAINING_NAMESPACE
 from workloads.options import child_opts
 from workloads.pod import GPU_RESOURCE, PART_OF, mig_resource
 from workloads.training_job import COMPONENT, PRIORITY_CLASS, SERVICE_ACCOUNT
@@ -29,12 +30,6 @@ from workloads.training_job import COMPONENT, PRIORITY_CLASS, SERVICE_ACCOUNT
 #: Between serving (which must not be preempted by training) and the default 0 of batch work.
 PRIORITY_VALUE = 100_000
 QUOTA_NAME = "training-accelerators"
-PEER_POLICY = "allow-training-peers"
-REGISTRY_POLICY = "allow-model-registry-egress"
-#: The site's MLflow tracking server / model registry (model registry component): pods and port.
-REGISTRY_NAMESPACE = DATA_NAMESPACE
-REGISTRY_POD_LABELS = {"app.kubernetes.io/name": "model-registry"}
-REGISTRY_PORT = 5000
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 
 
@@ -59,12 +54,11 @@ def gpu_quota_for(jobs) -> dict[str, int]:
 
 
 class Training(pulumi.ComponentResource):
-    """ServiceAccount, PriorityClass, accelerator quota and NetworkPolicies for training runs on one cluster."""
+    """ServiceAccount, PriorityClass and accelerator quota for training runs on one cluster."""
 
     service_account: k8s.core.v1.ServiceAccount
     priority_class: k8s.scheduling.v1.PriorityClass
     quota: k8s.core.v1.ResourceQuota | None
-    network_policies: list[k8s.networking.v1.NetworkPolicy]
 
     def __init__(self, name: str, args: TrainingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("finml:workloads:Training", name, {"site": args.site, "gpuQuota": dict(args.gpu_quota)},
@@ -78,7 +72,6 @@ class Training(pulumi.ComponentResource):
         self.service_account = self._create_service_account()
         self.priority_class = self._create_priority_class()
         self.quota = self._create_quota()
-        self.network_policies = self._create_network_policies()
         self.register_outputs({"serviceAccount": self.service_account.metadata.name,
                                "priorityClass": self.priority_class.metadata.name})
 
@@ -116,36 +109,3 @@ class Training(pulumi.ComponentResource):
                 hard={f"requests.{resource}": str(units) for resource, units in self._args.gpu_quota.items()}),
             opts=child_opts(self, self._opts),
         )
-
-    def _create_network_policies(self) -> list[k8s.networking.v1.NetworkPolicy]:
-        trainers = k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": COMPONENT})
-        peers = [k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=trainers)]
-        peer_policy = k8s.networking.v1.NetworkPolicy(
-            child_name(self._name, PEER_POLICY),
-            metadata=self._meta(PEER_POLICY),
-            spec=k8s.networking.v1.NetworkPolicySpecArgs(
-                # Rendezvous (29500) and NCCL/gloo use ports chosen at run time: any port, training pods only.
-                pod_selector=trainers,
-                policy_types=["Ingress", "Egress"],
-                ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=peers)],
-                egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=peers)],
-            ),
-            opts=child_opts(self, self._opts),
-        )
-        registry_policy = k8s.networking.v1.NetworkPolicy(
-            child_name(self._name, REGISTRY_POLICY),
-            metadata=self._meta(REGISTRY_POLICY),
-            spec=k8s.networking.v1.NetworkPolicySpecArgs(
-                pod_selector=trainers,
-                policy_types=["Egress"],
-                egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                    to=[k8s.networking.v1.NetworkPolicyPeerArgs(
-                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-                            match_labels={NAMESPACE_NAME_LABEL: REGISTRY_NAMESPACE}),
-                        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(REGISTRY_POD_LABELS)))],
-                    ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=REGISTRY_PORT)],
-                )],
-            ),
-            opts=child_opts(self, self._opts),
-        )
-        return [peer_policy, registry_policy]

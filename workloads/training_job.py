@@ -1,5 +1,6 @@
-"""One training run as Kubernetes manifests: an Indexed Job of torchrun workers and the headless Service its
-c10d rendezvous resolves, ready for `kubectl apply -f -` (`finml train render`).
+"""One training run as Kubernetes manifests: an Indexed Job of torchrun workers, the headless Service its c10d
+rendezvous resolves and a NetworkPolicy opening the run's workers to each other only, ready for `kubectl apply -f -`
+(`finml train render`).
 
 A run is submitted, not deployed: the Pulumi program holds only what lasts (namespace, service account, quotas,
 PriorityClass, NetworkPolicies, checkpoint volume claims; see workloads/training.py), and each run is rendered from
@@ -23,6 +24,8 @@ from components.naming import CLASSIFICATION_LABEL, MODEL_LABEL, SITE_LABEL, sit
 from finml.config import CLASSIFICATIONS, StackConfig, classification_rank, resolve_gpu_profile
 from gpu_profiles.schema import PROFILE_LABEL_KEY
 from workloads.cluster_base import TRAINING_NAMESPACE
+from workloads.model_registry import CA_BUNDLE_CONFIGMAP as REGISTRY_CA_CONFIGMAP
+from workloads.model_registry import CREDENTIALS_SECRET as REGISTRY_CREDENTIALS_SECRET
 from workloads.pod import GPU_RESOURCE, PART_OF, mig_resource
 
 COMPONENT = "training"
@@ -38,11 +41,9 @@ CHECKPOINT_CLAIM_PREFIX = "finml-checkpoints-"
 #: Where the training set (parquet + lineage) and checkpoints are mounted.
 DATA_MOUNT = "/data"
 CHECKPOINT_MOUNT = "/checkpoints"
-CA_MOUNT = "/etc/finml/ca"
-#: Secret (username, password) and ConfigMap (ca.pem) the platform team creates per site for the registry.
-REGISTRY_CREDENTIALS_SECRET = "finml-training-registry"
-REGISTRY_CA_CONFIGMAP = "finml-internal-ca"
-DEFAULT_REGISTRY_URL = "https://model-registry.finml-data.svc.cluster.local:5000"
+#: The model registry component publishes its client environment (MLFLOW_TRACKING_URI, _USERNAME, _PASSWORD,
+#: _SERVER_CERT_PATH) as a Secret and its CA as a ConfigMap in the training namespace; runs use both as they are.
+CA_MOUNT = "/etc/finml/registry-ca"
 CPU_PER_GPU = 4
 MEMORY_GIB_PER_GPU = 32
 SHM_GIB_PER_GPU = 8
@@ -76,7 +77,8 @@ class TrainingRun:
     """The training set's classification (its lineage file); the label is the higher of this and the model's."""
     training_set_path: str = "training-sets/latest"
     """Directory of training_set.parquet + lineage inside the classification's storage."""
-    registry_url: str = DEFAULT_REGISTRY_URL
+    registry_url: str | None = None
+    """Overrides the registry Secret's MLFLOW_TRACKING_URI (e.g. another site's registry through a gateway)."""
 
 
 def _job_config(stack: StackConfig, name: str):
@@ -106,7 +108,8 @@ def run_classification(stack: StackConfig, job_name: str, lineage_classification
 
 
 def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Service and the Indexed Job of one run, as plain manifests (camelCase, as `kubectl` reads them)."""
+    """The Service, the run's peer NetworkPolicy and the Indexed Job, as plain manifests (camelCase, as `kubectl`
+    reads them)."""
     stack, site = run.stack, run.site
     if site not in stack.platform.sites:
         raise RenderError(f"{stack.source}: --site {site!r}; allowed: {', '.join(sorted(stack.platform.sites))}")
@@ -151,12 +154,8 @@ def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict
         f"--model-name={job.model}", f"--experiment={job.model}", f"--run-name={name}",
     ]
     env = [
-        {"name": "MLFLOW_TRACKING_URI", "value": run.registry_url},
-        {"name": "MLFLOW_TRACKING_USERNAME",
-         "valueFrom": {"secretKeyRef": {"name": REGISTRY_CREDENTIALS_SECRET, "key": "username"}}},
-        {"name": "MLFLOW_TRACKING_PASSWORD",
-         "valueFrom": {"secretKeyRef": {"name": REGISTRY_CREDENTIALS_SECRET, "key": "password"}}},
-        {"name": "MLFLOW_TRACKING_SERVER_CERT_PATH", "value": f"{CA_MOUNT}/ca.pem"},
+        *([{"name": "MLFLOW_TRACKING_URI", "value": run.registry_url}] if run.registry_url else []),
+        {"name": "MLFLOW_TRACKING_SERVER_CERT_PATH", "value": f"{CA_MOUNT}/ca.crt"},
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
         {"name": "HOME", "value": "/tmp"},
         *({"name": k, "value": v} for k, v in sorted(NCCL_ENV.items())),
@@ -189,6 +188,7 @@ def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict
             "image": image,
             "imagePullPolicy": "IfNotPresent",
             "command": torchrun,
+            "envFrom": [{"secretRef": {"name": REGISTRY_CREDENTIALS_SECRET}}],
             "env": env,
             "ports": [{"name": "c10d", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
             "resources": {"requests": dict(amount), "limits": dict(amount)},
@@ -237,4 +237,13 @@ def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
-    return [service_manifest, job_manifest]
+    peers = [{"podSelector": {"matchLabels": selector}}]
+    network_policy = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": f"{name}-peers", "namespace": TRAINING_NAMESPACE, "labels": labels},
+        # Workers of this run only (rendezvous, then NCCL/gloo on ports chosen at run time): pods of another run,
+        # perhaps on data of another classification, can neither reach nor be reached by them.
+        "spec": {"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress", "Egress"],
+                 "ingress": [{"from": peers}], "egress": [{"to": peers}]},
+    }
+    return [service_manifest, network_policy, job_manifest]

@@ -40,8 +40,8 @@ def with_training(name: str, **changes) -> StackConfig:
 
 def render(st: StackConfig, job: str | None = None, **kw) -> tuple[dict, dict]:
     job_cfg = next(j for j in st.platform.workloads.training if job in (None, j.name))
-    service, job_manifest = render_training_run(TrainingRun(st, kw.pop("site", job_cfg.site), job_cfg.name, "t1", **kw),
-                                                PROFILES)
+    service, _, job_manifest = render_training_run(
+        TrainingRun(st, kw.pop("site", job_cfg.site), job_cfg.name, "t1", **kw), PROFILES)
     return service, job_manifest
 
 
@@ -53,7 +53,9 @@ def all_runs():
 
 @pytest.mark.parametrize(("stack_name", "job_name"), list(all_runs()))
 def test_every_configured_run_renders_valid_strict_kubernetes(stack_name, job_name):
-    for manifest in render(stack(stack_name), job_name):
+    st = stack(stack_name)
+    job = next(j for j in st.platform.workloads.training if j.name == job_name)
+    for manifest in render_training_run(TrainingRun(st, job.site, job.name, "t1"), PROFILES):
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
 
 
@@ -136,6 +138,17 @@ def test_rendezvous_wiring_points_every_worker_at_index_zero_of_the_headless_ser
     assert command[command.index("-m") + 1] == "workloads.reference.train"
 
 
+def test_the_runs_workers_are_open_to_each_other_and_to_no_other_pod():
+    st = stack("hybrid-prod")
+    _, policy, job = render_training_run(TrainingRun(st, "onprem:fra-dc1", "aml-detector-train", "t1"), PROFILES)
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector["finml.io/run"] == "t1" and selector.items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": selector}}]}]
+    assert policy["spec"]["egress"] == [{"to": [{"podSelector": {"matchLabels": selector}}]}]
+
+
 def test_the_label_takes_the_higher_of_model_and_training_set_classification():
     st = stack("hybrid-prod")
     service, job = render(st, "fraud-scorer-burst", classification="restricted")
@@ -163,7 +176,7 @@ def test_cli_render_prints_manifests_for_kubectl_and_bad_input_is_one_line():
                 "aml-detector-train", "--run-id", "r1")
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(proc.stdout)]
-    assert kinds == ["Service", "Job"]
+    assert kinds == ["Service", "NetworkPolicy", "Job"]
     bad = _cli("train", "render", "--stack", "hybrid-prod", "--site", "onprem:fra-dc1", "--job", "nope")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 

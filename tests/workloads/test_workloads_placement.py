@@ -177,9 +177,7 @@ def test_training_deploys_only_lasting_parts_never_a_job(any_stack):
     training_sites = {job.site for job in stack.platform.workloads.training}
     components = monitor.of_type("finml:workloads:Training")
     assert sorted(c.inputs["site"] for c in components) == sorted(training_sites)
-    for kind, object_name in (("ServiceAccount", "finml-training"), ("PriorityClass", "finml-training"),
-                              ("NetworkPolicy", "allow-training-peers"),
-                              ("NetworkPolicy", "allow-model-registry-egress")):
+    for kind, object_name in (("ServiceAccount", "finml-training"), ("PriorityClass", "finml-training")):
         found = [r for r in monitor.k8s(kind) if r.inputs["metadata"]["name"] == object_name]
         assert len(found) == len(training_sites), f"{kind} {object_name}: {[str(r) for r in found]}"
     for account in monitor.k8s("ServiceAccount"):
