@@ -87,8 +87,17 @@ case "$cmd" in
     shift
     exec "$VENV/bin/finml" features local up "$@"
     ;;
+  demo)
+    # The whole lifecycle on this machine: features -> torchrun DDP -> registry + lineage -> promotion gate ->
+    # MLServer over TLS (load-time gate) -> scoring with online features. Options: python -m finml.demo --help.
+    setup_system
+    setup_python
+    setup_serving
+    shift
+    exec "$VENV/bin/python" -m finml.demo "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh main|test|setup|features [finml features local up options]" >&2
+    echo "usage: ./dev.sh main|test|setup|features|demo [options]" >&2
     exit 2
     ;;
 esac

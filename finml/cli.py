@@ -469,7 +469,7 @@ def cmd_gpu_probe(args: argparse.Namespace, rest: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     # Command modules import finml.cli's helpers, so they are imported here, once finml.cli is complete.
-    from finml import cli_audit, cli_features, cli_model, cli_policies, cli_train
+    from finml import cli_audit, cli_features, cli_gpu_plan, cli_model, cli_policies, cli_train
     from finml.report import FORMATS
 
     parser = argparse.ArgumentParser(prog="finml", description=__doc__,
@@ -526,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu = sub.add_parser("gpu", help="GPU tools").add_subparsers(dest="gpu_command", required=True)
     p = gpu.add_parser("probe", help="probe this host's GPUs with NVML (pass --help for options)", add_help=False)
     p.set_defaults(func=cmd_gpu_probe, passthrough=True)
+    cli_gpu_plan.register(gpu)  # gpu plan
     cli_policies.register(sub)
     cli_audit.register(sub)  # audit, bootstrap
     cli_model.register(sub)  # model lineage|promote|copy|audit-log

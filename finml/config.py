@@ -360,12 +360,85 @@ class TrainingWorkload(_Model):
     max_restarts: int = Field(default=3, ge=0, le=100, description="torchrun --max-restarts per worker")
 
 
+DEFAULT_SERVING_ALIAS = "champion"
+DEFAULT_SERVING_REPLICAS = 2
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_BATCH_TIME_MS = 10
+MAX_TIME_SLICE_REPLICAS = 16
+GPU_SHARE_ALLOWED = ("'mig:<profile>' (e.g. mig:1g.18gb), 'mig' with gpuMemoryGib (the planner picks the slice), "
+                     f"'time-sliced:<2..{MAX_TIME_SLICE_REPLICAS}>', 'gpu' (one whole GPU) or 'cpu'")
+_GPU_SHARE_RE = re.compile(r"^(?:mig(?::(?P<mig>[1-7]g\.[0-9]+gb(?:\+me)?))?|time-sliced:(?P<ts>[0-9]+)|gpu|cpu)$")
+
+
+@dataclass(frozen=True)
+class GpuShare:
+    """How one replica of a served model uses a GPU: a MIG slice, a time-sliced GPU share, a whole GPU or none."""
+
+    kind: Literal["mig", "time-sliced", "gpu", "cpu"]
+    mig_profile: str | None = None
+    """The MIG profile for kind mig; None: the planner picks the smallest slice holding gpuMemoryGib."""
+    time_slices: int | None = None
+    """For kind time-sliced: how many replicas share one physical GPU (the device plugin's replicas)."""
+
+    @classmethod
+    def parse(cls, text: str) -> GpuShare:
+        match = _GPU_SHARE_RE.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a GPU share; allowed: {GPU_SHARE_ALLOWED}")
+        if text.startswith("mig"):
+            return cls("mig", mig_profile=match.group("mig"))
+        if text.startswith("time-sliced:"):
+            n = int(match.group("ts"))
+            if not 2 <= n <= MAX_TIME_SLICE_REPLICAS:
+                raise ValueError(f"{text!r}: time-sliced needs 2..{MAX_TIME_SLICE_REPLICAS} replicas per GPU")
+            return cls("time-sliced", time_slices=n)
+        return cls(text)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        if self.kind == "mig":
+            return f"mig:{self.mig_profile}" if self.mig_profile else "mig"
+        if self.kind == "time-sliced":
+            return f"time-sliced:{self.time_slices}"
+        return self.kind
+
+
 class ServingWorkload(_Model):
     name: str = Field(description="Inference service name", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     model: str = Field(description="Model served")
     sites: list[str] = Field(min_length=1, description="Sites serving it")
-    gpu_profile: str = Field(description="GPU profile the service runs on")
-    mig_slice: str | None = Field(default=None, description="MIG slice for GPU sharing, e.g. 1g.10gb")
+    gpu_profile: str | None = Field(default=None, description="GPU profile the service runs on (not for share cpu)")
+    mig_slice: str | None = Field(default=None, description="MIG slice for GPU sharing, e.g. 1g.10gb (shorthand for share mig:<slice>)")
+    registered_model: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="Registry name of the model (models:/NAME@ALIAS); default: the model's name")
+    alias: str = Field(default=DEFAULT_SERVING_ALIAS, pattern=r"^[a-z][a-z0-9_-]{0,62}$",
+                       description="Registry alias the server loads (models:/NAME@ALIAS)")
+    replicas: int = Field(default=DEFAULT_SERVING_REPLICAS, ge=1, le=64, description="Replicas per site (HPA minimum)")
+    max_replicas: int | None = Field(default=None, ge=1, le=128, description="HPA maximum (default: 2 x replicas)")
+    share: str | None = Field(default=None, description=f"GPU share per replica: {GPU_SHARE_ALLOWED}; default: "
+                                                      "mig:<migSlice> if migSlice is set, else gpu")
+    gpu_memory_gib: int | None = Field(default=None, ge=1, le=1024,
+                                       description="GPU memory one replica needs (share 'mig': the planner picks the slice)")
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=4096,
+                                description="MLServer adaptive batching: most requests in one batch (1 turns it off)")
+    max_batch_time_ms: int = Field(default=DEFAULT_MAX_BATCH_TIME_MS, ge=0, le=10_000,
+                                   description="MLServer adaptive batching: longest wait for a batch to fill, ms")
+    hashed_features: list[str] = Field(default_factory=list,
+                                       description="Features the prediction audit log records only as keyed hashes "
+                                                   "(every restricted feature)")
+    client_namespaces: list[str] = Field(default_factory=list,
+                                         description="Kubernetes namespaces allowed to call the service")
+
+    @property
+    def gpu_share(self) -> GpuShare:
+        """The parsed share (validated by the config cross-checks)."""
+        if self.share is not None:
+            return GpuShare.parse(self.share)
+        return GpuShare("mig", mig_profile=self.mig_slice) if self.mig_slice else GpuShare("gpu")
+
+    @property
+    def registry_name(self) -> str:
+        return self.registered_model or self.model
 
 
 class Workloads(_Model):
@@ -795,12 +868,13 @@ def _gpu_checks(platform: Platform, profiles: dict[str, Any]) -> list[tuple[str,
     workload_profiles = [(f"{p}.workloads.training[{i}].gpuProfile", w.gpu_profile)
                          for i, w in enumerate(platform.workloads.training)]
     workload_profiles += [(f"{p}.workloads.serving[{i}].gpuProfile", w.gpu_profile)
-                          for i, w in enumerate(platform.workloads.serving)]
+                          for i, w in enumerate(platform.workloads.serving) if w.gpu_profile is not None]
     for key, ref in workload_profiles:
         try:
             resolve_gpu_profile(ref, profiles)
         except ValueError as exc:
             problems.append((key, str(exc)))
+    problems += _serving_share_checks(platform, profiles)
     for i, job in enumerate(platform.workloads.training):
         if job.mig_slice is None:
             continue
@@ -814,7 +888,7 @@ def _gpu_checks(platform: Platform, profiles: dict[str, Any]) -> list[tuple[str,
             problems.append((f"{p}.workloads.training[{i}].migSlice",
                              f"{job.mig_slice!r} is not a MIG slice of {profile.name}; allowed: {allowed}"))
     for i, svc in enumerate(platform.workloads.serving):
-        if svc.mig_slice is None:
+        if svc.mig_slice is None or svc.gpu_profile is None:
             continue
         try:
             profile = resolve_gpu_profile(svc.gpu_profile, profiles)
@@ -825,6 +899,61 @@ def _gpu_checks(platform: Platform, profiles: dict[str, Any]) -> list[tuple[str,
             allowed = ", ".join(slices) if slices else f"none ({profile.name} has no MIG)"
             problems.append((f"{p}.workloads.serving[{i}].migSlice",
                              f"{svc.mig_slice!r} is not a MIG slice of {profile.name}; allowed: {allowed}"))
+    return problems
+
+
+def _serving_share_checks(platform: Platform, profiles: dict[str, Any]) -> list[tuple[str, str]]:
+    """GPU shares of served models: syntax, a GPU profile where a GPU is used, MIG slices the profile has, and one
+    time-slicing factor per (site, GPU profile) because the device plugin's sharing config is per node."""
+    p = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+    problems: list[tuple[str, str]] = []
+    time_slicing: dict[tuple[str, str], tuple[int, str]] = {}
+    for i, svc in enumerate(platform.workloads.serving):
+        key = f"{p}.workloads.serving[{i}]"
+        if svc.share is not None and svc.mig_slice is not None:
+            problems.append((f"{key}.migSlice", "set either share or migSlice, not both; allowed: share: mig:<slice>"))
+            continue
+        try:
+            share = svc.gpu_share
+        except ValueError as exc:
+            problems.append((f"{key}.share", str(exc)))
+            continue
+        if svc.max_replicas is not None and svc.max_replicas < svc.replicas:
+            problems.append((f"{key}.maxReplicas", f"{svc.max_replicas} is below replicas {svc.replicas}"))
+        if share.kind == "cpu":
+            if svc.gpu_profile is not None:
+                problems.append((f"{key}.gpuProfile", "share cpu uses no GPU; allowed: omit gpuProfile"))
+            continue
+        if svc.gpu_profile is None:
+            problems.append((f"{key}.gpuProfile", f"required key is missing for share {share}"))
+            continue
+        try:
+            profile = resolve_gpu_profile(svc.gpu_profile, profiles)
+        except ValueError:
+            continue  # reported with the other GPU profile references
+        if share.kind == "mig":
+            if not profile.mig.supported:
+                problems.append((f"{key}.share", f"{profile.name} has no MIG; allowed: time-sliced:<n>, gpu or cpu"))
+                continue
+            slices = {m.name: m for m in profile.mig.profiles}
+            if share.mig_profile is not None and share.mig_profile not in slices:
+                problems.append((f"{key}.share", f"{share.mig_profile!r} is not a MIG slice of {profile.name}; "
+                                                 f"allowed: {', '.join(slices)}"))
+            if share.mig_profile is None:
+                if svc.gpu_memory_gib is None:
+                    problems.append((f"{key}.gpuMemoryGib", "required with share 'mig' (or name the slice: mig:<profile>)"))
+                elif svc.gpu_memory_gib > profile.memory_gib:
+                    problems.append((f"{key}.gpuMemoryGib", f"{svc.gpu_memory_gib} exceeds {profile.name}'s "
+                                                            f"{profile.memory_gib} GB"))
+            elif svc.gpu_memory_gib is not None and svc.gpu_memory_gib > slices[share.mig_profile].memory_gib:
+                problems.append((f"{key}.gpuMemoryGib", f"{svc.gpu_memory_gib} GB does not fit {share.mig_profile}"))
+        if share.kind == "time-sliced":
+            for site in svc.sites:
+                seen = time_slicing.setdefault((site, profile.name), (share.time_slices, svc.name))
+                if seen[0] != share.time_slices:
+                    problems.append((f"{key}.share", f"time-sliced:{share.time_slices} on {site} {profile.name} "
+                                     f"conflicts with time-sliced:{seen[0]} of serving {seen[1]!r}; the sharing "
+                                     f"config is per node: use one factor per site and GPU profile"))
     return problems
 
 

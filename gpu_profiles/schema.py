@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 #: Most GPU instances one MIG-capable GPU can be split into (A100, H100, H200: seven compute slices).
 MAX_MIG_INSTANCES = 7
+#: Compute and memory slices of a MIG-capable GPU (A100, H100, H200): a GPU instance takes a run of memory slices
+#: starting at one of its profile's placements (`nvidia-smi mig -lgipp`), and instances may not overlap.
+MIG_COMPUTE_SLICES = 7
+MIG_MEMORY_SLICES = 8
 #: The EKS managed node group AMI type for NVIDIA GPUs used by default.
 DEFAULT_AWS_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 #: Taint effects Kubernetes accepts.
@@ -66,6 +70,8 @@ class MigProfile(_Strict):
     name: StrictStr = Field(description="NVIDIA MIG profile name, '<slices>g.<memory>gb' with optional '+me' (media extensions), e.g. '1g.10gb'.")
     count_per_gpu: StrictInt = Field(ge=1, description="Most instances of this profile one GPU can hold at the same time.")
     memory_gib: StrictInt = Field(ge=1, description="Memory of one instance, in the marketing GB of the profile name.")
+    memory_slices: StrictInt = Field(ge=1, le=MIG_MEMORY_SLICES, description=f"Memory slices (of {MIG_MEMORY_SLICES}) one instance occupies, as `nvidia-smi mig -lgipp` reports after the colon.")
+    placements: tuple[StrictInt, ...] = Field(min_length=1, description="Memory-slice indexes where an instance may start (`nvidia-smi mig -lgipp`), e.g. [0, 4] for a 3g profile.")
 
     @field_validator("name")
     @classmethod
@@ -84,7 +90,20 @@ class MigProfile(_Strict):
         named_gb = int(_MIG_PROFILE_NAME_RE.match(self.name).group("gb"))  # type: ignore[union-attr]
         if named_gb != self.memory_gib:
             raise KeyedError(("memory_gib",), f"is {self.memory_gib} but the profile name {self.name!r} says {named_gb}; allowed: {named_gb}")
+        for index, start in enumerate(self.placements):
+            if start < 0 or start + self.memory_slices > MIG_MEMORY_SLICES:
+                raise KeyedError(("placements", index), f"{start} + {self.memory_slices} memory slices runs past the GPU's {MIG_MEMORY_SLICES}; "
+                                 f"allowed: 0..{MIG_MEMORY_SLICES - self.memory_slices}")
+            if start % self.memory_slices and self.memory_slices > 1:
+                raise KeyedError(("placements", index), f"{start} is not aligned to the profile's {self.memory_slices} memory slices")
+        if list(self.placements) != sorted(set(self.placements)):
+            raise KeyedError(("placements",), "must be distinct and ascending")
         return self
+
+    @property
+    def media_extensions(self) -> bool:
+        """Whether this is a '+me' profile (it holds the GPU's single set of media engines)."""
+        return self.name.endswith("+me")
 
 
 class MigConfig(_Strict):
@@ -121,6 +140,11 @@ class MigConfig(_Strict):
                     ("profiles", index, "count_per_gpu"),
                     f"{profile.count_per_gpu} x {profile.name} needs {profile.slices * profile.count_per_gpu} compute slices; "
                     f"a GPU has {MAX_MIG_INSTANCES}",
+                )
+            if profile.count_per_gpu > len(profile.placements):
+                raise KeyedError(
+                    ("profiles", index, "count_per_gpu"),
+                    f"is {profile.count_per_gpu} but {profile.name} has {len(profile.placements)} placements; allowed: 1..{len(profile.placements)}",
                 )
         return self
 

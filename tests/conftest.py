@@ -80,6 +80,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, local_ca, postgres):
     with MlflowServer(Path(tmp_path_factory.mktemp("mlflow")), local_ca, postgres, name="mlflow") as server:
         yield server
 
+
 # ---- feature store (issue 12): private TLS Redis, and Feast with its SQL registry in `postgres`, seeded with
 # synthetic data and served over HTTPS. Self-contained: only needs local_ca and postgres above.
 

@@ -27,11 +27,11 @@ PSS_VERSION = "latest"
 DEFAULT_DENY_POLICY = "default-deny-all"
 DNS_EGRESS_POLICY = "allow-dns-egress"
 GPU_QUOTA = "gpu-quota"
-#: The NVIDIA device plugin advertises GPUs (and MIG slices) to the kubelet. The EKS NVIDIA AMIs and kubeadm nodes
-#: ship drivers and the container toolkit, not the plugin, so every cluster runs it.
-DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
-DEVICE_PLUGIN_NAMESPACE = "kube-system"
+#: The NVIDIA device plugin (and MIG manager, DCGM exporter) now come from the GPU Operator: workloads/gpu_operator.
 GPU_NODE_LABEL = "finml.io/gpu-profile"
+#: Serving outranks training (`finml-training`, the training workload's class, must stay below this value).
+SERVING_PRIORITY_CLASS = "finml-serving"
+SERVING_PRIORITY = 1_000_000
 #: CoreDNS pods carry this label on EKS and kubeadm clusters.
 DNS_POD_LABELS = {"k8s-app": "kube-dns"}
 
@@ -51,10 +51,6 @@ class ClusterBaseArgs:
     gpu_quota: int | None = None
     """Most whole GPUs pods of the training and serving namespaces may request each; None: no quota there.
     The data namespace always gets a quota of 0 GPUs: nothing that holds data should land on a GPU node."""
-    device_plugin_image: str = DEVICE_PLUGIN_IMAGE
-    """The NVIDIA device plugin image (from the site's mirror registry where nodes have no internet egress)."""
-    mig_strategy: str = "none"
-    """`none` (whole GPUs) or `mixed` (MIG slices as nvidia.com/mig-<profile> resources next to whole GPUs)."""
 
 
 class ClusterBase(pulumi.ComponentResource):
@@ -72,7 +68,7 @@ class ClusterBase(pulumi.ComponentResource):
         namespaces = self._create_namespaces()
         policies = self._create_network_policies(namespaces)
         quotas = self._create_gpu_quotas(namespaces)
-        self.device_plugin = self._create_device_plugin()
+        self.priority_classes = self._create_priority_classes()
 
         self.namespaces = namespaces
         self.network_policies = policies
@@ -80,56 +76,19 @@ class ClusterBase(pulumi.ComponentResource):
         self.namespace_names = pulumi.Output.all(*[ns.metadata.name for ns in namespaces.values()])
         self.register_outputs({"site": args.site, "namespaceNames": self.namespace_names})
 
-    def _create_device_plugin(self) -> k8s.apps.v1.DaemonSet:
-        """A DaemonSet on GPU nodes only, in kube-system (policy-exempt: it needs the kubelet's device-plugin
-        socket directory as a hostPath), non-root capabilities dropped, no privilege escalation."""
-        if self._args.mig_strategy not in ("none", "mixed"):
-            raise ValueError(f"mig_strategy {self._args.mig_strategy!r}; allowed: none, mixed")
-        labels = {"app.kubernetes.io/name": "nvidia-device-plugin", "app.kubernetes.io/part-of": PART_OF}
-        return k8s.apps.v1.DaemonSet(
-            child_name(self._name, "nvidia-device-plugin"),
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="nvidia-device-plugin", namespace=DEVICE_PLUGIN_NAMESPACE,
-                                                labels=labels),
-            spec=k8s.apps.v1.DaemonSetSpecArgs(
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
-                update_strategy=k8s.apps.v1.DaemonSetUpdateStrategyArgs(type="RollingUpdate"),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        priority_class_name="system-node-critical",
-                        # The plugin talks to the kubelet over its socket, never to the API server.
-                        automount_service_account_token=False,
-                        affinity=k8s.core.v1.AffinityArgs(node_affinity=k8s.core.v1.NodeAffinityArgs(
-                            required_during_scheduling_ignored_during_execution=k8s.core.v1.NodeSelectorArgs(
-                                node_selector_terms=[k8s.core.v1.NodeSelectorTermArgs(match_expressions=[
-                                    k8s.core.v1.NodeSelectorRequirementArgs(key=GPU_NODE_LABEL,
-                                                                            operator="Exists")])]))),
-                        tolerations=[k8s.core.v1.TolerationArgs(key=GPU_RESOURCE, operator="Exists",
-                                                                effect="NoSchedule")],
-                        containers=[k8s.core.v1.ContainerArgs(
-                            name="nvidia-device-plugin",
-                            image=self._args.device_plugin_image,
-                            image_pull_policy="IfNotPresent",
-                            env=[k8s.core.v1.EnvVarArgs(name="MIG_STRATEGY", value=self._args.mig_strategy),
-                                 k8s.core.v1.EnvVarArgs(name="FAIL_ON_INIT_ERROR", value="true")],
-                            # Runs as root (it owns the kubelet's device-plugin socket), so kube-system is exempt
-                            # from run-as-non-root and hostPath; everything else still holds.
-                            security_context=k8s.core.v1.SecurityContextArgs(
-                                allow_privilege_escalation=False,
-                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
-                            resources=k8s.core.v1.ResourceRequirementsArgs(
-                                requests={"cpu": "50m", "memory": "64Mi"}, limits={"cpu": "500m", "memory": "256Mi"}),
-                            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="device-plugin",
-                                                                       mount_path="/var/lib/kubelet/device-plugins")],
-                        )],
-                        volumes=[k8s.core.v1.VolumeArgs(name="device-plugin", host_path=k8s.core.v1.HostPathVolumeSourceArgs(
-                            path="/var/lib/kubelet/device-plugins", type="Directory"))],
-                    ),
-                ),
-            ),
+    def _create_priority_classes(self) -> list[k8s.scheduling.v1.PriorityClass]:
+        """Serving above training: a burst of training jobs queues behind, and may be preempted by, the serving
+        path; never above the system classes node agents (the GPU Operator's daemon sets) use."""
+        return [k8s.scheduling.v1.PriorityClass(
+            child_name(self._name, SERVING_PRIORITY_CLASS),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=SERVING_PRIORITY_CLASS,
+                                                labels={"app.kubernetes.io/part-of": PART_OF}),
+            value=SERVING_PRIORITY,
+            global_default=False,
+            preemption_policy="PreemptLowerPriority",
+            description="finml model serving: above training, below system-cluster-critical",
             opts=pulumi.ResourceOptions(parent=self),
-        )
+        )]
 
     def _create_namespaces(self) -> dict[str, k8s.core.v1.Namespace]:
         labels = {

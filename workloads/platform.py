@@ -15,13 +15,17 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.naming import child_name
-from finml.config import StackConfig, resolve_gpu_profile
+from finml.config import GpuShare, StackConfig, resolve_gpu_profile
 from workloads.cluster_base import ClusterBase, ClusterBaseArgs
 from workloads import cluster_base as cluster_base_module
 from workloads import feature_store as feature_store_module
 from workloads import serving as serving_module
+from workloads import training as training_module
+from finml import mig_planner
 from workloads.feature_store import ExternalOnlineStore, FeatureStore, FeatureStoreArgs
 from workloads.feature_store_aws import FeatureStoreAws, FeatureStoreAwsArgs
+from workloads.gpu_operator import GpuOperator, GpuOperatorArgs
+from workloads.gpu_operator.component import DEVICE_PLUGIN_CONFIG_LABEL, time_slicing_config_name
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
 from workloads.serving import InferenceService, InferenceServiceArgs
 from workloads.training import Training, TrainingArgs, gpu_quota_for
@@ -32,6 +36,7 @@ class PlatformDeployment(TypedDict):
     feature_store: FeatureStore | None
     training: Training | None
     inference_services: dict[str, InferenceService]
+    gpu_operator: GpuOperator | None
 
 
 def feature_store_aws_args(stack: StackConfig, site: str, classification: str, aws_site: Any) -> FeatureStoreAwsArgs:
@@ -112,18 +117,33 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
     serving_args = [
         InferenceServiceArgs(service_name=svc.name, site=site, model=svc.model,
                              classification=model_classes[svc.model],
-                             gpu_profile=resolve_gpu_profile(svc.gpu_profile, profiles), mig_slice=svc.mig_slice,
+                             gpu_profile=(resolve_gpu_profile(svc.gpu_profile, profiles)
+                                          if svc.gpu_profile is not None else None),
+                             share=_resolved_share(svc, profiles), registry_name=svc.registry_name,
+                             alias=svc.alias,
+                             residency={k: list(v) for k, v in platform.residency.items()},
+                             replicas=svc.replicas, max_replicas=svc.max_replicas,
+                             max_batch_size=svc.max_batch_size, max_batch_time_ms=svc.max_batch_time_ms,
+                             restricted_features=tuple(svc.hashed_features),
+                             client_namespaces=tuple(svc.client_namespaces),
                              image=image(serving_module.DEFAULT_IMAGE))
         for svc in platform.workloads.serving if site in svc.sites
     ]
 
-    site_config = platform.sites[site]
-    uses_mig = any(node.mig_layout for node in getattr(site_config, "nodes", []))
+    # The MIG layout planner decides every GPU's geometry for the served models; a demand that does not fit stops
+    # the program before any resource is registered, naming the demand.
+    try:
+        gpu_plan = mig_planner.plan_stack_site(stack, site, profiles)
+    except mig_planner.PlanError as exc:
+        raise ValueError(f"{stack.source}: {exc}") from None
+    operator_args = _gpu_operator_args(stack, site, gpu_plan, profiles, registry)
+
     base = ClusterBase(child_name("cluster-base", site),
-                       ClusterBaseArgs(site=site, gpu_quota=gpu_quota,
-                                       device_plugin_image=image(cluster_base_module.DEVICE_PLUGIN_IMAGE),
-                                       mig_strategy="mixed" if uses_mig else "none"),
+                       ClusterBaseArgs(site=site, gpu_quota=gpu_quota),
                        opts=pulumi.ResourceOptions(providers=[k8s_provider]))
+    gpu_operator = (GpuOperator(child_name("gpu-operator", site), operator_args,
+                                opts=pulumi.ResourceOptions(providers=[k8s_provider]))
+                    if operator_args is not None else None)
 
     def workload_opts() -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(providers=[k8s_provider], depends_on=[base])
@@ -146,7 +166,38 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                           for a in serving_args}
 
     return PlatformDeployment(cluster_base=base, feature_store=feature_store, training=training,
-                              inference_services=inference_services)
+                              inference_services=inference_services, gpu_operator=gpu_operator)
+
+
+def _resolved_share(svc: Any, profiles: dict[str, Any]) -> GpuShare:
+    """A share of 'mig' with a memory need becomes the slice the planner picks for it (the smallest that fits)."""
+    share = svc.gpu_share
+    if share.kind == "mig" and share.mig_profile is None:
+        gpu = resolve_gpu_profile(svc.gpu_profile, profiles)
+        return GpuShare("mig", mig_profile=mig_planner.smallest_slice(gpu, svc.gpu_memory_gib or 1))
+    return share
+
+
+def _gpu_operator_args(stack: StackConfig, site: str, gpu_plan: Any, profiles: dict[str, Any],
+                       registry: str | None) -> GpuOperatorArgs | None:
+    """The operator's configuration for a site with GPU nodes; None for a cluster without any."""
+    site_config = stack.platform.sites[site]
+    pools = mig_planner.pools_for(stack, site, profiles)
+    if not pools:
+        return None
+    node_labels: dict[str, dict[str, str]] = {}
+    if getattr(site_config, "kind", None) == "onprem":
+        labels = gpu_plan.node_labels()
+        for pool in pools:
+            node = dict(labels.get(pool.name, {}))
+            if pool.gpu_profile in gpu_plan.time_slicing:
+                node[DEVICE_PLUGIN_CONFIG_LABEL] = time_slicing_config_name(
+                    profiles[pool.gpu_profile].k8s_label_value, gpu_plan.time_slicing[pool.gpu_profile])
+            if node:
+                node_labels[pool.name] = node
+    return GpuOperatorArgs(site=site, site_kind=site_config.kind, mig_parted_config=gpu_plan.mig_parted_config(),
+                           time_slicing=dict(gpu_plan.time_slicing), profiles=profiles, node_labels=node_labels,
+                           image_registry=registry)
 
 
 def registry_backend_for(stack: StackConfig, site: str, aws_site: Any, aws_provider: Any) -> Any:

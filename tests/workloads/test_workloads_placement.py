@@ -22,6 +22,7 @@ from workloads_harness import (
 
 from components.naming import CLASSIFICATION_LABEL, MODEL_LABEL
 from finml import config as cfg
+from finml.config import GpuShare
 from gpu_profiles import load_profiles
 from workloads.feature_store import FeatureStore, FeatureStoreArgs
 from workloads.lineage import model_classification
@@ -157,10 +158,11 @@ def test_serving_uses_a_mig_slice_when_configured(hybrid):
 def test_serving_has_a_readiness_probe_service_and_disruption_budget(hybrid):
     for deployment in model_workloads(hybrid, "Deployment"):
         name = deployment.inputs["metadata"]["name"]
-        assert container(deployment)["readinessProbe"]["httpGet"]["port"] == "http", deployment
+        probe = container(deployment)["readinessProbe"]["httpGet"]
+        assert (probe["port"], probe["scheme"]) == ("https", "HTTPS"), deployment
         selector = deployment.inputs["spec"]["selector"]["matchLabels"]
         same_cluster = [r for r in hybrid.k8s() if hybrid.provider_of(r) == hybrid.provider_of(deployment)
-                        and r.inputs["metadata"].get("name") == name]
+                        and r.inputs.get("metadata", {}).get("name") == name]
         (service,) = [r for r in same_cluster if r.kind == "Service"]
         (pdb,) = [r for r in same_cluster if r.kind == "PodDisruptionBudget"]
         assert service.inputs["spec"]["selector"] == selector and service.inputs["spec"]["type"] == "ClusterIP"
@@ -305,10 +307,16 @@ def test_serving_ingress_is_opened_only_to_named_client_namespaces():
                                                       client_namespaces=("payments",)))
 
     monitor, _ = run_program(program)
-    (policy,) = monitor.k8s("NetworkPolicy")
-    assert policy.inputs["metadata"]["name"] == "open-allow-clients"
-    (rule,) = policy.inputs["spec"]["ingress"]
-    assert rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["payments"]
+    ingress = {p.inputs["metadata"]["name"]: p.inputs["spec"]["ingress"] for p in monitor.k8s("NetworkPolicy")
+               if "Ingress" in p.inputs["spec"]["policyTypes"]}
+    # Without named clients only the monitoring namespace reaches the metrics port.
+    (closed_rule,) = ingress["closed-allow-clients"]
+    assert closed_rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["finml-monitoring"]
+    assert [int(p["port"]) for p in closed_rule["ports"]] == [9443]
+    client_rule, metrics_rule = ingress["open-allow-clients"]
+    assert client_rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["payments"]
+    assert sorted(int(p["port"]) for p in client_rule["ports"]) == [8443, 8444]
+    assert metrics_rule == closed_rule
 
 
 def test_every_stack_with_a_cluster_deploys_a_cluster_base_per_cluster_site(any_stack):
@@ -333,7 +341,7 @@ def test_component_outputs(mocks):
     store = FeatureStore("store", FeatureStoreArgs(site="onprem:fra-dc1", classification="restricted"))
     service = InferenceService("svc", InferenceServiceArgs(
         service_name="svc", site="onprem:fra-dc1", model="m", classification="restricted",
-        gpu_profile=load_profiles()["H100-80GB"], mig_slice="2g.20gb"))
+        gpu_profile=load_profiles()["H100-80GB"], share=GpuShare("mig", mig_profile="2g.20gb")))
     assert service.gpu_resource == "nvidia.com/mig-2g.20gb"
 
     def check(values):
