@@ -27,9 +27,14 @@ def as_user(server, creds):
     if creds is None:
         for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(k, None)
+    import mlflow
+
+    saved_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(server.tracking_uri)  # an explicit set_tracking_uri() would win over the variable
     try:
         yield
     finally:
+        mlflow.set_tracking_uri(saved_uri)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
