@@ -164,7 +164,7 @@ def test_ten_concurrent_promotions_and_refusals_lose_no_audit_record(registry, m
     import subprocess
     import sys
 
-    from registry_helpers import HERE
+    from registry_helpers import ROOT
 
     audit = tmp_path / "concurrent.jsonl"
     env = registry.env(registry.writer)
