@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from registry_helpers import run_cli
 
 from finml.model_registry.audit import AuditLog, verify
 

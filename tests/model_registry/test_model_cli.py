@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import as_user, log_model, run_cli
+from registry_helpers import as_user, log_model, run_cli
 
 from finml.model_registry.audit import verify
 
@@ -164,7 +164,7 @@ def test_ten_concurrent_promotions_and_refusals_lose_no_audit_record(registry, m
     import subprocess
     import sys
 
-    from conftest import HERE
+    from registry_helpers import ROOT
 
     audit = tmp_path / "concurrent.jsonl"
     env = registry.env(registry.writer)
@@ -174,7 +174,7 @@ def test_ten_concurrent_promotions_and_refusals_lose_no_audit_record(registry, m
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "finml.cli", "model", "promote", "--stack", "hybrid-prod", "--site", site,
              "--tracking-uri", registry.tracking_uri, "--audit-log", str(audit), "--alias", f"c{i}",
-             "fraud-mixed", models["mixed"]], cwd=HERE.parents[1], env=env, stdout=subprocess.PIPE,
+             "fraud-mixed", models["mixed"]], cwd=ROOT, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     codes = [p.wait(timeout=600) for p in procs]
     assert codes == [0, 1] * 5, [p.stderr.read()[-300:] for p in procs]

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import as_user, log_model
+from registry_helpers import as_user, log_model
 
 from finml.model_registry.gate import residency_decision
 from finml.model_registry.lineage import resolve_alias, resolve_lineage
