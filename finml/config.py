@@ -479,7 +479,7 @@ class RegistrySite(_Model):
 
 
 class PromotionThreshold(_Model):
-    metric: str = Field(description="Metric logged on the source run, e.g. val_auc",
+    metric: str = Field(description="Metric logged on the source run, e.g. final_holdout_pr_auc",
                         pattern=r"^[A-Za-z0-9_./ -]{1,250}$")
     min: float | None = Field(default=None, strict=False, description="Lowest allowed value (inclusive)")
     max: float | None = Field(default=None, strict=False, description="Highest allowed value (inclusive)")

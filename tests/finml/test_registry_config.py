@@ -32,7 +32,7 @@ def test_stack_registries_parse():
     assert {s: e.classification for s, e in reg.sites.items()} == {"onprem:fra-dc1": "restricted",
                                                                     "aws:eu-central-1": "confidential"}
     assert reg.tracking_uri("onprem:fra-dc1") == "https://mlflow.finml-registry.svc.cluster.local"
-    assert [(t.metric, t.min) for t in reg.promotion.metrics] == [("val_auc", 0.85)]
+    assert [(t.metric, t.min) for t in reg.promotion.metrics] == [("final_holdout_pr_auc", 0.8)]
 
 
 @pytest.mark.parametrize("registry, key, text", [

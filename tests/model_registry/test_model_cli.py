@@ -12,7 +12,7 @@ from finml.model_registry.audit import verify
 pytestmark = pytest.mark.slow
 KYC = ("customer-kyc", "restricted", "onprem:fra-dc1")
 TXNS = ("card-transactions", "confidential", "aws:eu-central-1")
-GOOD = {"val_auc": 0.93}
+GOOD = {"final_holdout_pr_auc": 0.93}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def models(registry):
         "mixed": log_model(registry, "fraud-mixed", [TXNS, KYC], metrics=GOOD),
         "confidential": log_model(registry, "fraud-conf", [TXNS], metrics=GOOD),
         "bare": log_model(registry, "fraud-bare", [], metrics=GOOD),
-        "weak": log_model(registry, "fraud-weak", [TXNS], metrics={"val_auc": 0.61}),
+        "weak": log_model(registry, "fraud-weak", [TXNS], metrics={"final_holdout_pr_auc": 0.61}),
     }
 
 
@@ -72,7 +72,7 @@ def test_metric_threshold_from_the_stack_refuses(registry, models, audit_path):
     proc = cli(registry, registry.writer, audit_path, "model", "promote", "--stack", "hybrid-prod",
                "--site", "aws:eu-central-1", "--tracking-uri", registry.tracking_uri, "fraud-weak", models["weak"],
                "--alias", "champion")
-    assert proc.returncode == 1 and "promotion-metrics.val_auc" in proc.stderr and ">= 0.85" in proc.stderr
+    assert proc.returncode == 1 and "promotion-metrics.final_holdout_pr_auc" in proc.stderr and ">= 0.8" in proc.stderr
 
 
 def test_lineage_command_prints_the_chain(registry, models, audit_path):
