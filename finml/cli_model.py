@@ -139,10 +139,41 @@ def _audit(args: argparse.Namespace, event: dict[str, Any]) -> dict[str, Any]:
     from finml.model_registry.audit import AuditError, AuditLog
 
     path = Path(args.audit_log or os.environ.get(AUDIT_ENV) or DEFAULT_AUDIT_LOG)
+    bucket = _audit_bucket(args)
     try:
-        return AuditLog(path).append({"actor": _actor(), **event})
+        record = AuditLog(path).append({"actor": _actor(), **event})
     except (AuditError, OSError) as exc:
         raise RegistryUnavailable(f"audit log {path}: {exc}") from None
+    if bucket is not None:
+        from finml.model_registry.audit_bucket import AuditBucketError
+
+        try:
+            bucket.put(record)
+        except AuditBucketError as exc:
+            raise RegistryUnavailable(f"audit record {record['seq']} ({event.get('action')} "
+                                      f"{event.get('decision')}) is kept in {path} but NOT in the audit bucket: "
+                                      f"{exc}") from None
+    return record
+
+
+def _audit_bucket(args: argparse.Namespace):
+    """The Object Lock bucket copy from --audit-bucket / $FINML_AUDIT_BUCKET (None when neither is set)."""
+    from finml.model_registry.audit_bucket import (BUCKET_ENV, DEFAULT_RETENTION_DAYS, KMS_ENV, REGION_ENV,
+                                                   AuditBucket)
+
+    uri = getattr(args, "audit_bucket", None) or os.environ.get(BUCKET_ENV)
+    if not uri:
+        return None
+    days = getattr(args, "audit_retention_days", None) or DEFAULT_RETENTION_DAYS
+    if days < 1:
+        raise _usage(f"--audit-retention-days {days}: must be a positive number of days")
+    try:
+        return AuditBucket.from_uri(
+            uri, region=getattr(args, "audit_bucket_region", None) or os.environ.get(REGION_ENV),
+            endpoint_url=getattr(args, "endpoint_url", None), retention_days=days,
+            kms_key_id=getattr(args, "audit_kms_key_id", None) or os.environ.get(KMS_ENV))
+    except ValueError as exc:
+        raise _usage(f"--audit-bucket / ${BUCKET_ENV}: {exc}") from None
 
 
 def _decision_event(action: str, decision, lineage, **extra: Any) -> dict[str, Any]:
@@ -189,6 +220,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from finml.model_registry.gate import Threshold, metrics_decision, residency_decision
 
     stack = _stack(args)
+    _audit_bucket(args)  # a bad --audit-bucket is refused before the registry is touched
     _check_site(stack, args.site, "--site")
     uri = _registry_uri(stack, args.site, args.tracking_uri, "--tracking-uri")
     client = _client(uri)
@@ -226,6 +258,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     from finml.model_registry.gate import residency_decision
 
     stack = _stack(args)
+    _audit_bucket(args)
     _check_site(stack, args.from_site, "--from")
     _check_site(stack, args.to_site, "--to")
     if args.from_site == args.to_site:
@@ -317,9 +350,21 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     path = Path(args.audit_log or os.environ.get(AUDIT_ENV) or DEFAULT_AUDIT_LOG)
     if not path.exists():
         raise _usage(f"{path}: audit log not found (pass --audit-log PATH or set {AUDIT_ENV})")
+    bucket = _audit_bucket(args)
     result = verify(path, expect_head=args.expect_head)
     print(result.message(path), file=sys.stdout if result.ok else sys.stderr)
-    return EXIT_OK if result.ok else EXIT_REFUSED
+    if not result.ok:
+        return EXIT_REFUSED
+    if bucket is not None:
+        from finml.model_registry.audit_bucket import AuditBucketError
+
+        try:
+            ok, message = bucket.verify(path)
+        except AuditBucketError as exc:
+            raise RegistryUnavailable(str(exc)) from None
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return EXIT_OK if ok else EXIT_REFUSED
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------ parser
@@ -333,6 +378,19 @@ def register(sub) -> None:
         p.add_argument("--stack", required=stack_required, help="stack name (stacks/Pulumi.<stack>.yaml): residency "
                                                                 "rules and registries")
         p.add_argument("--audit-log", help=f"hash-chained audit log (default: ${AUDIT_ENV} or {DEFAULT_AUDIT_LOG})")
+        bucket_options(p)
+
+    def bucket_options(p: argparse.ArgumentParser, write: bool = True) -> None:
+        p.add_argument("--audit-bucket", help="S3 Object Lock copy of the log, s3://BUCKET/PREFIX (default: "
+                                              "$FINML_AUDIT_BUCKET; none when unset)")
+        p.add_argument("--audit-bucket-region", help="the bucket's region (default: $FINML_AUDIT_BUCKET_REGION or "
+                                                     "the AWS SDK's)")
+        p.add_argument("--endpoint-url", help="S3 endpoint override (default: $AWS_ENDPOINT_URL or AWS's)")
+        if write:
+            p.add_argument("--audit-retention-days", type=int, help="compliance retention of each uploaded record "
+                                                                    "(default: 7 years)")
+            p.add_argument("--audit-kms-key-id", help="CMK for SSE-KMS (default: $FINML_AUDIT_KMS_KEY_ID or the "
+                                                      "bucket's default key)")
 
     p = msub.add_parser("lineage", help="print a model version's lineage chain and computed classification")
     common(p, stack_required=False)
@@ -369,6 +427,7 @@ def register(sub) -> None:
     p = asub.add_parser("verify", help="check the hash chain; names the first edited, removed or reordered record")
     p.add_argument("--audit-log", help=f"audit log (default: ${AUDIT_ENV} or {DEFAULT_AUDIT_LOG})")
     p.add_argument("--expect-head", help="hash the last record must have (catches removal from the end)")
+    bucket_options(p, write=False)
     p.set_defaults(func=_guarded(cmd_audit_verify))
 
 
