@@ -3,7 +3,8 @@
 Every command talks to an MLflow registry found from the stack (`finml:platform.registry.sites.<site>.trackingUri`)
 or given with `--tracking-uri`, with MLflow's standard client environment: MLFLOW_TRACKING_USERNAME,
 MLFLOW_TRACKING_PASSWORD and MLFLOW_TRACKING_SERVER_CERT_PATH (the site's CA bundle). The residency rules always come
-from the stack file. Exit codes: 0 allowed/ok, 1 refused or audit log broken, 2 bad input, 3 registry unreachable.
+from the stack file. Exit codes: 0 allowed/ok, 1 refused or audit log broken, 2 bad input, 3 registry unreachable
+or the audit record not written (locally, or to the `--audit-bucket` Object Lock copy: the local record is kept).
 """
 
 from __future__ import annotations
@@ -374,11 +375,12 @@ def register(sub) -> None:
     model = sub.add_parser("model", help="governed model registry: lineage, promotion gate, cross-site copy, audit")
     msub = model.add_subparsers(dest="model_command", required=True)
 
-    def common(p: argparse.ArgumentParser, stack_required: bool = True) -> None:
+    def common(p: argparse.ArgumentParser, stack_required: bool = True, audited: bool = True) -> None:
         p.add_argument("--stack", required=stack_required, help="stack name (stacks/Pulumi.<stack>.yaml): residency "
                                                                 "rules and registries")
         p.add_argument("--audit-log", help=f"hash-chained audit log (default: ${AUDIT_ENV} or {DEFAULT_AUDIT_LOG})")
-        bucket_options(p)
+        if audited:
+            bucket_options(p)
 
     def bucket_options(p: argparse.ArgumentParser, write: bool = True) -> None:
         p.add_argument("--audit-bucket", help="S3 Object Lock copy of the log, s3://BUCKET/PREFIX (default: "
@@ -393,7 +395,7 @@ def register(sub) -> None:
                                                       "bucket's default key)")
 
     p = msub.add_parser("lineage", help="print a model version's lineage chain and computed classification")
-    common(p, stack_required=False)
+    common(p, stack_required=False, audited=False)
     p.add_argument("--site", required=True, help="site whose registry holds the model")
     p.add_argument("--tracking-uri", help="registry URI (default: the site's registry from the stack)")
     p.add_argument("--json", action="store_true", help="print the lineage record as JSON")

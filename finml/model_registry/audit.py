@@ -4,7 +4,8 @@ Every promotion, copy and refusal appends one record. Each record carries `seq` 
 record's `hash`; 64 zeros for the first) and `hash` = sha256 over the record's canonical JSON without `hash`. Editing
 a record breaks its hash; deleting or reordering records breaks `seq`/`prev` of the next one; `verify()` names the
 first record that fails. Truncating the tail is caught by comparing with a head hash kept elsewhere (`expect_head`:
-on AWS the copy of each record in the site's S3 Object Lock bucket, which nobody can overwrite or delete).
+on AWS the copy of each record in the site's S3 Object Lock bucket, which nobody can overwrite or delete — see
+`audit_bucket.py`).
 
 Appends take an exclusive `flock` on the log, read the current head and write one line with a single `write()`
 followed by `fsync`, so concurrent writers (processes or threads) never interleave or lose a record.

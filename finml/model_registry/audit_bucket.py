@@ -28,7 +28,7 @@ from finml.model_registry.audit import _canonical
 BUCKET_ENV = "FINML_AUDIT_BUCKET"
 REGION_ENV = "FINML_AUDIT_BUCKET_REGION"
 KMS_ENV = "FINML_AUDIT_KMS_KEY_ID"
-DEFAULT_RETENTION_DAYS = 7 * 365 + 2  # 7 years, leap days included (the bucket's default retention)
+DEFAULT_RETENTION_DAYS = 2555  # seven years: the bucket's default retention (workloads/model_registry.py)
 
 
 class AuditBucketError(RuntimeError):
