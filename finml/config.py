@@ -281,6 +281,10 @@ class PackageSource(_Model):
         return value
 
 
+DEFAULT_TRAINING_STORAGE_GIB = 200
+DEFAULT_SHARED_STORAGE_CLASS = "nfs-client"
+
+
 class OnPremSite(_Model):
     kind: Literal["onprem"] = Field(description="Site kind")
     datacentre: str = Field(description="Human name of the data centre")
@@ -297,6 +301,11 @@ class OnPremSite(_Model):
     )
     package_sources: dict[Literal["nvidia_cuda", "nvidia_container_toolkit", "kubernetes"], PackageSource] = Field(
         default_factory=dict, description="APT sources for NVIDIA and Kubernetes packages (point at your mirrors)"
+    )
+    shared_storage_class: str = Field(
+        default=DEFAULT_SHARED_STORAGE_CLASS, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$",
+        description="ReadWriteMany StorageClass of the site's shared file system (NFS or similar), where training "
+                    "sets and distributed checkpoints live",
     )
 
 
@@ -358,6 +367,9 @@ class TrainingWorkload(_Model):
     feature_views: list[str] = Field(default_factory=list,
                                      description="Feature views of the run's training set (empty: the model's)")
     max_restarts: int = Field(default=3, ge=0, le=100, description="torchrun --max-restarts per worker")
+    storage_gib: int = Field(default=DEFAULT_TRAINING_STORAGE_GIB, ge=1, le=65536,
+                             description="Size of the shared (ReadWriteMany) training-set and checkpoint claim of "
+                                         "each classification at the site; the largest of the site's jobs wins")
 
 
 DEFAULT_SERVING_ALIAS = "champion"
@@ -718,6 +730,12 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
         check_site_ref(f"{p}.workloads.training[{i}].site", job.site)
         if job.model not in models:
             problems.append((f"{p}.workloads.training[{i}].model", f"unknown model {job.model!r}"))
+        site_cfg = sites.get(job.site)
+        if isinstance(site_cfg, AwsSite) and site_cfg.storage.training_filesystem != "efs":
+            problems.append((f"{p}.workloads.training[{i}].site",
+                             f"{job.site} has no shared training file system (sites.{job.site}.storage."
+                             f"trainingFilesystem is {site_cfg.storage.training_filesystem!r}); set it to 'efs' or "
+                             f"train on another site"))
         if job.mig_slice is not None and job.gpus != 1:
             problems.append((f"{p}.workloads.training[{i}].gpus", f"{job.gpus} with migSlice {job.mig_slice!r}; "
                              "allowed: 1 (a CUDA process sees a single MIG device; use more workers instead)"))

@@ -21,6 +21,7 @@ from workloads import cluster_base as cluster_base_module
 from workloads import feature_store as feature_store_module
 from workloads import serving as serving_module
 from workloads import training as training_module
+from workloads import training_job as training_job_module
 from finml import mig_planner
 from workloads.feature_store import ExternalOnlineStore, FeatureStore, FeatureStoreArgs
 from workloads.feature_store_aws import FeatureStoreAws, FeatureStoreAwsArgs
@@ -113,7 +114,19 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
     site_jobs = [job for job in platform.workloads.training if job.site == site]
     for job in site_jobs:
         resolve_gpu_profile(job.gpu_profile, profiles)
-    training_args = TrainingArgs(site=site, gpu_quota=gpu_quota_for(site_jobs)) if site_jobs else None
+    training_args = None
+    if site_jobs:
+        try:
+            storage_class = training_job_module.shared_storage_class(stack, site)
+        except training_job_module.RenderError as exc:
+            raise ValueError(str(exc)) from None
+        efs_id = (aws_site.storage.file_system_id
+                  if aws_site is not None and getattr(aws_site, "storage", None) is not None else None)
+        training_args = TrainingArgs(site=site, gpu_quota=gpu_quota_for(site_jobs),
+                                     classifications=tuple(platform.sites[site].classifications),
+                                     storage_class=storage_class,
+                                     storage_gib=max(job.storage_gib for job in site_jobs),
+                                     efs_file_system_id=efs_id)
     serving_args = [
         InferenceServiceArgs(service_name=svc.name, site=site, model=svc.model,
                              classification=model_classes[svc.model],

@@ -9,6 +9,11 @@ restart) multi-GPU training on unrelated infrastructure changes. What Pulumi dep
   API token mounted;
 - the `finml-training` PriorityClass (below serving, above batch; preempts lower-priority pods only);
 - a ResourceQuota on the GPU and MIG resources the site's training workloads may request at once;
+- one ReadWriteMany PersistentVolumeClaim `finml-checkpoints-<classification>` per classification the site holds,
+  where runs of that classification read their training set and write distributed checkpoints; labelled with the
+  classification and site so the pack's residency rules judge it like every data-bearing claim. On AWS sites it
+  lives on the site's encrypted EFS file system (Storage component) through the `finml-efs` StorageClass created
+  here (EFS CSI driver, one access point per claim, TLS in transit); on-prem on the site's `sharedStorageClass`;
 - no NetworkPolicy of its own: each run brings one opening its workers to each other only (rendered with the Job),
   and the feature store and the model registry open their ports to this namespace and add its egress to them
   (FeatureStore, ModelRegistry components), so every flow is declared once, by its owner.
@@ -25,7 +30,9 @@ from components.naming import SITE_LABEL, child_name, site_label_value
 from workloads.cluster_base import TRAINING_NAMESPACE
 from workloads.options import child_opts
 from workloads.pod import GPU_RESOURCE, PART_OF, mig_resource
-from workloads.training_job import COMPONENT, PRIORITY_CLASS, SERVICE_ACCOUNT
+from components.naming import CLASSIFICATION_LABEL
+from workloads.training_job import (CHECKPOINT_CLAIM_PREFIX, COMPONENT, EFS_STORAGE_CLASS, PRIORITY_CLASS,
+                                    SERVICE_ACCOUNT)
 
 #: Between serving (which must not be preempted by training) and the default 0 of batch work.
 PRIORITY_VALUE = 100_000
@@ -42,6 +49,17 @@ class TrainingArgs:
     namespace: str = TRAINING_NAMESPACE
     irsa_role_arn: pulumi.Input[str] | None = None
     """IAM role the runs assume through IRSA (AWS sites), e.g. to read the classification's bucket."""
+    classifications: tuple[str, ...] = ()
+    """Classifications the site holds: one checkpoint claim each."""
+    storage_class: str | None = None
+    """ReadWriteMany StorageClass of the claims (on AWS: EFS_STORAGE_CLASS, created here from efs_file_system_id)."""
+    storage_gib: int = 200
+    efs_file_system_id: pulumi.Input[str] | None = None
+    """The site's EFS training file system (AWS): the `finml-efs` StorageClass provisions access points on it."""
+
+    def __post_init__(self) -> None:
+        if self.classifications and self.storage_class is None:
+            raise ValueError(f"training on {self.site}: checkpoint claims need a ReadWriteMany storage class")
 
 
 def gpu_quota_for(jobs) -> dict[str, int]:
@@ -59,6 +77,8 @@ class Training(pulumi.ComponentResource):
     service_account: k8s.core.v1.ServiceAccount
     priority_class: k8s.scheduling.v1.PriorityClass
     quota: k8s.core.v1.ResourceQuota | None
+    storage_class: k8s.storage.v1.StorageClass | None
+    checkpoint_claims: dict[str, k8s.core.v1.PersistentVolumeClaim]
 
     def __init__(self, name: str, args: TrainingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("finml:workloads:Training", name, {"site": args.site, "gpuQuota": dict(args.gpu_quota)},
@@ -72,8 +92,11 @@ class Training(pulumi.ComponentResource):
         self.service_account = self._create_service_account()
         self.priority_class = self._create_priority_class()
         self.quota = self._create_quota()
+        self.storage_class = self._create_efs_storage_class()
+        self.checkpoint_claims = {c: self._create_checkpoint_claim(c) for c in args.classifications}
         self.register_outputs({"serviceAccount": self.service_account.metadata.name,
-                               "priorityClass": self.priority_class.metadata.name})
+                               "priorityClass": self.priority_class.metadata.name,
+                               "checkpointClaims": {c: pvc.metadata.name for c, pvc in self.checkpoint_claims.items()}})
 
     def _meta(self, name: str, namespaced: bool = True, **extra) -> k8s.meta.v1.ObjectMetaArgs:
         return k8s.meta.v1.ObjectMetaArgs(name=name, namespace=self._args.namespace if namespaced else None,
@@ -108,4 +131,41 @@ class Training(pulumi.ComponentResource):
             spec=k8s.core.v1.ResourceQuotaSpecArgs(
                 hard={f"requests.{resource}": str(units) for resource, units in self._args.gpu_quota.items()}),
             opts=child_opts(self, self._opts),
+        )
+
+    def _create_efs_storage_class(self) -> k8s.storage.v1.StorageClass | None:
+        """Dynamic EFS access points (one per claim, its own directory and POSIX identity) on the site's encrypted
+        training file system, mounted over TLS. Needs the EFS CSI driver (EKS add-on aws-efs-csi-driver)."""
+        a = self._args
+        if a.efs_file_system_id is None:
+            return None
+        if a.storage_class != EFS_STORAGE_CLASS:
+            raise ValueError(f"training on {a.site}: an EFS file system is served by {EFS_STORAGE_CLASS!r}, "
+                             f"not {a.storage_class!r}")
+        return k8s.storage.v1.StorageClass(
+            child_name(self._name, "efs-storage-class"),
+            metadata=self._meta(EFS_STORAGE_CLASS, namespaced=False),
+            provisioner="efs.csi.aws.com",
+            parameters=pulumi.Output.from_input(a.efs_file_system_id).apply(lambda fs_id: {
+                "provisioningMode": "efs-ap", "fileSystemId": fs_id, "directoryPerms": "700",
+                "basePath": "/finml-training", "subPathPattern": "${.PVC.namespace}/${.PVC.name}",
+                "ensureUniqueDirectory": "false"}),
+            mount_options=["tls"],
+            reclaim_policy="Retain",
+            volume_binding_mode="Immediate",
+            opts=child_opts(self, self._opts),
+        )
+
+    def _create_checkpoint_claim(self, classification: str) -> k8s.core.v1.PersistentVolumeClaim:
+        a = self._args
+        labels = {**self._labels, CLASSIFICATION_LABEL: classification}
+        depends = [self.storage_class] if self.storage_class is not None else []
+        return k8s.core.v1.PersistentVolumeClaim(
+            child_name(self._name, "checkpoints", classification),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{CHECKPOINT_CLAIM_PREFIX}{classification}",
+                                                namespace=a.namespace, labels=dict(sorted(labels.items()))),
+            spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                access_modes=["ReadWriteMany"], storage_class_name=a.storage_class,
+                resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": f"{a.storage_gib}Gi"})),
+            opts=pulumi.ResourceOptions.merge(child_opts(self, self._opts), pulumi.ResourceOptions(depends_on=depends)),
         )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.naming import CLASSIFICATION_LABEL, MODEL_LABEL, SITE_LABEL, site_label_value
-from finml.config import CLASSIFICATIONS, StackConfig, classification_rank, resolve_gpu_profile
+from finml.config import AwsSite, CLASSIFICATIONS, StackConfig, classification_rank, resolve_gpu_profile
 from gpu_profiles.schema import PROFILE_LABEL_KEY
 from workloads.cluster_base import TRAINING_NAMESPACE
 from workloads.model_registry import CA_BUNDLE_CONFIGMAP as REGISTRY_CA_CONFIGMAP
@@ -57,6 +57,23 @@ NCCL_ENV = {
     "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
     "TORCH_NCCL_BLOCKING_WAIT": "0",
 }
+#: StorageClass the Training component creates on AWS sites: EFS access points on the site's training file system.
+EFS_STORAGE_CLASS = "finml-efs"
+
+
+def shared_storage_class(stack: StackConfig, site: str) -> str:
+    """The ReadWriteMany StorageClass of a site's shared file system, where the checkpoint claims live; a site without
+    one (AWS with `storage.trainingFilesystem: none`) raises RenderError naming the key to set."""
+    site_cfg = stack.platform.sites[site]
+    if isinstance(site_cfg, AwsSite):
+        if site_cfg.storage.training_filesystem != "efs":
+            raise RenderError(f"{stack.source}: {site} has no shared training file system for training sets and "
+                              f"checkpoints; set finml:platform.sites.{site}.storage.trainingFilesystem: efs "
+                              f"(now {site_cfg.storage.training_filesystem!r}) or train on another site")
+        return EFS_STORAGE_CLASS
+    return site_cfg.shared_storage_class
+
+
 _RUN_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
 
 
@@ -118,6 +135,7 @@ def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict
     job = _job_config(stack, run.job)
     profile = resolve_gpu_profile(job.gpu_profile, profiles)
     classification = run_classification(stack, run.job, run.classification)
+    shared_storage_class(stack, site)  # the checkpoint claim must be one that can bind
     name = f"{job.name}-{run.run_id}"
     if len(name) > 52:  # pod hostnames `<name>-<index>` and the Service name stay within DNS label limits
         raise RenderError(f"job {job.name!r} with run id {run.run_id!r} gives {name!r} ({len(name)} characters); "

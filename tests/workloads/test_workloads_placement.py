@@ -213,7 +213,7 @@ def test_feature_store_volume_and_pod_carry_its_classification(hybrid):
         assert claim["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted", sts
         assert sts.inputs["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
                                                                                "whenScaled": "Retain"}
-    (offline,) = hybrid.k8s("PersistentVolumeClaim")
+    (offline,) = [c for c in hybrid.k8s("PersistentVolumeClaim") if c.inputs["metadata"]["namespace"] == "finml-data"]
     assert offline.inputs["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
 
 
