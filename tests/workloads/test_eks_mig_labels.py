@@ -103,3 +103,27 @@ def test_node_group_configs_name_only_entries_of_the_config():
     plan.mig_parted_config = lambda: {"version": "v1", "mig-configs": {"all-disabled": []}}  # a broken plan
     with pytest.raises(mig_planner.PlanError, match="h100-burst=finml-h100-burst"):
         mig_planner.node_group_mig_configs(plan, pools, profiles)
+
+
+PLAN_ONCE = """
+import collections, sys
+from pathlib import Path
+from finml import mig_planner, mockrun
+from finml.config import load_stack_file
+calls = collections.Counter()
+real = mig_planner.plan_stack_site
+def counting(stack, site, profiles):
+    calls[site] += 1
+    return real(stack, site, profiles)
+mig_planner.plan_stack_site = counting
+mockrun.run_program(load_stack_file(Path(sys.argv[1])), Path(sys.argv[2]))
+print(dict(calls))
+"""
+
+
+def test_the_program_plans_each_site_once():
+    """Node-group labels and the operator's ConfigMap come from one plan object, not two plannings."""
+    proc = subprocess.run([sys.executable, "-c", PLAN_ONCE, str(ROOT / "stacks" / "Pulumi.hybrid-prod.yaml"),
+                           str(ROOT / "__main__.py")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().splitlines()[-1] == str({"aws:eu-central-1": 1, "onprem:fra-dc1": 1})
