@@ -9,6 +9,7 @@ from components.aws_site import account_prerequisites, build_aws_site
 from components.naming import child_name, slug
 from components.onprem_cluster import OnPremCluster, OnPremClusterArgs
 from components.providers import AwsProviders, load_stack_from_pulumi
+from finml import mig_planner
 from finml.onprem import inventory_for_stack
 from gpu_profiles import load_profiles
 from workloads.platform import deploy_model_registry, deploy_platform, register_lineage
@@ -20,9 +21,16 @@ aws_providers = AwsProviders(stack)
 clusters = {}
 aws_outputs = {}
 
+# One MIG layout plan per site with a cluster, before any resource: a demand that cannot fit stops the program here,
+# and the same plan gives the EKS node groups their nvidia.com/mig.config labels and the GPU Operator its ConfigMap.
+cluster_sites = [*(s for s, cfg in stack.aws_sites.items() if cfg.eks is not None and cfg.network is not None),
+                 *stack.onprem_sites]
+gpu_plans = {site_id: mig_planner.plan_gpus(stack, site_id, profiles) for site_id in cluster_sites}
+
 prerequisites = account_prerequisites(stack, aws_providers)
 for site_id, site in stack.aws_sites.items():
-    outputs = build_aws_site(stack, site_id, site, aws_providers, profiles, platform.aws_account_id, prerequisites)
+    outputs = build_aws_site(stack, site_id, site, aws_providers, profiles, platform.aws_account_id, prerequisites,
+                             gpu_plan=gpu_plans.get(site_id))
     aws_outputs[site_id] = outputs
     if outputs.cluster is not None:
         clusters[site_id] = outputs.cluster
@@ -46,7 +54,8 @@ for site_id, site in stack.onprem_sites.items():
 lineage = register_lineage(stack)
 for site_id, cluster in sorted(clusters.items()):
     deployment = deploy_platform(stack, site_id, cluster.k8s_provider, profiles, aws_site=aws_outputs.get(site_id),
-                                 aws_provider=aws_providers(site_id) if site_id in aws_outputs else None)
+                                 aws_provider=aws_providers(site_id) if site_id in aws_outputs else None,
+                                 gpu_plan=gpu_plans[site_id])
     registry = deploy_model_registry(stack, site_id, cluster.k8s_provider, deployment["cluster_base"],
                                      aws_site=aws_outputs.get(site_id),
                                      aws_provider=aws_providers(site_id) if site_id in aws_outputs else None)

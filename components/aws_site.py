@@ -18,6 +18,7 @@ from components.encryption import EncryptionKeys, EncryptionKeysArgs
 from components.gpu_cluster import GpuCluster, GpuClusterArgs
 from components.network import FLOW_LOG_CLASSIFICATION, Network, NetworkArgs, VpnLinkArgs
 from components.storage import Storage, StorageArgs
+from finml import mig_planner
 from finml.config import AwsSite, OnPremSite, StackConfig
 
 
@@ -65,8 +66,14 @@ def build_aws_site(
     profiles: Mapping[str, Any],
     account_id: str,
     prerequisites: Sequence[pulumi.Resource] = (),
+    gpu_plan: mig_planner.SitePlan | None = None,
 ) -> AwsSiteOutputs:
-    """Create every component of one AWS site with that site's explicit provider, after `prerequisites`."""
+    """Create every component of one AWS site with that site's explicit provider, after `prerequisites`.
+
+    `gpu_plan`: the site's MIG layout plan (`mig_planner.plan_gpus`), whose per-group configs become the GPU node
+    groups' `nvidia.com/mig.config` labels; pass the same object to `deploy_platform`, which writes it into the GPU
+    Operator's mig-parted ConfigMap. Planned here when not given and the site has a cluster.
+    """
     if not account_id:
         raise ValueError(f"{site_id}: an AWS account id is needed for key policies (finml:platform.awsAccountId)")
     name = naming.slug(site_id)
@@ -107,13 +114,17 @@ def build_aws_site(
         # Operators on-prem reach the private API endpoint over the site-to-site VPN from their management network.
         vpn_management_cidrs = [stack.platform.sites[link.onprem_site].network.management_cidr
                                 for link in stack.platform.vpn if link.aws_site == site_id]
+        if gpu_plan is None:
+            gpu_plan = mig_planner.plan_gpus(stack, site_id, profiles)
+        mig_configs = mig_planner.node_group_mig_configs(
+            gpu_plan, mig_planner.pools_for(stack, site_id, profiles), profiles)
         cluster = GpuCluster(name, GpuClusterArgs(
             site=site_id, stack=stack.stack, eks=site.eks, profiles=profiles,
             subnet_ids=network.node_subnet_ids, node_security_group_id=network.node_security_group_id,
             vpc_id=network.vpc_id, vpc_cidr=site.network.vpc_cidr,
             api_access_cidrs=[*site.eks.api_access_cidrs, *vpn_management_cidrs],
             secrets_key_arn=keys.key_arns[highest], volume_key_arn=keys.key_arns[highest],
-            data_classification=highest, extra_tags=extra_tags,
+            data_classification=highest, extra_tags=extra_tags, mig_configs=mig_configs,
         ), opts)
 
     return AwsSiteOutputs(site=site_id, network=network, keys=keys, storage=storage, cluster=cluster)

@@ -35,6 +35,8 @@ DEFAULT_IMDS_HOP_LIMIT = 1
 TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
 GPU_PROFILE_LABEL = "finml.io/gpu-profile"
 NODE_ROLE_LABEL = "finml.io/node-role"
+#: The label the GPU Operator's MIG manager reads to pick a mig-parted configuration (finml.mig_planner).
+MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 POLICY_ARN = "arn:aws:iam::aws:policy/"
 CLUSTER_ADMIN_POLICY_ARN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 
@@ -127,6 +129,10 @@ class GpuClusterArgs:
     oidc_thumbprints: Sequence[str] = (EKS_OIDC_ROOT_CA_THUMBPRINT,)
     log_retention_days: int = CONTROL_PLANE_LOG_RETENTION_DAYS
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    mig_configs: Mapping[str, str] = field(default_factory=dict)
+    """GPU node group name -> its `nvidia.com/mig.config` label: the mig-parted configuration the MIG layout planner
+    chose for the group (`finml.mig_planner.node_group_mig_configs`), which the GPU Operator's ConfigMap holds.
+    Groups not named carry no MIG config label."""
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -148,6 +154,10 @@ class GpuCluster(pulumi.ComponentResource):
         self._region = region_of(args.site)
         if not 1 <= args.imds_hop_limit <= 2:
             raise ValueError(f"{name}: imds_hop_limit must be 1 (default) or 2 (pods that need IMDS)")
+        unknown = sorted(set(args.mig_configs) - {g.name for g in args.eks.gpu_node_groups})
+        if unknown:
+            raise ValueError(f"{name}: MIG configs for unknown GPU node groups: {', '.join(unknown)}; "
+                             f"groups: {', '.join(g.name for g in args.eks.gpu_node_groups) or 'none'}")
         # Resolve every profile before creating anything: a bad node group fails the whole cluster up front.
         self._gpu_plan = [self._plan_gpu_group(g) for g in args.eks.gpu_node_groups]
 
@@ -187,6 +197,9 @@ class GpuCluster(pulumi.ComponentResource):
             naming.SITE_LABEL: naming.site_label_value(self._args.site),
             NODE_ROLE_LABEL: "gpu",
         }
+        if group.name in self._args.mig_configs:
+            # EKS puts the group's labels on every node it launches (and on existing nodes when they change).
+            labels[MIG_CONFIG_LABEL] = self._args.mig_configs[group.name]
         taints = [{"key": t.key, "value": t.value, "effect": taint_effect(t.effect)} for t in profile.kubernetes.taints]
         return {"group": group, "profile": profile, "instance_type": gpu_instance_type(group, profile),
                 "labels": labels, "taints": taints}

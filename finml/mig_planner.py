@@ -468,6 +468,38 @@ def plan_stack_site(stack: Any, site: str, profiles: Mapping[str, GpuProfile]) -
     return plan_site(site, demands_for(stack, site, profiles), pools_for(stack, site, profiles), profiles)
 
 
+def plan_gpus(stack: Any, site: str, profiles: Mapping[str, GpuProfile]) -> SitePlan:
+    """The site's one GPU plan for a Pulumi program: made once per site, before any resource, and handed to both
+    consumers (the EKS node groups' MIG config labels and the GPU Operator's mig-parted ConfigMap). A demand that
+    does not fit is a ValueError naming the stack file and the demand."""
+    try:
+        return plan_stack_site(stack, site, profiles)
+    except PlanError as exc:
+        raise ValueError(f"{stack.source}: {exc}") from None
+
+
+def node_group_mig_configs(plan: SitePlan, pools: Sequence[GpuPool], profiles: Mapping[str, GpuProfile]
+                           ) -> dict[str, str]:
+    """The `nvidia.com/mig.config` value of each MIG-capable EKS node group of the site (group name -> config).
+
+    A group the plan gives a layout gets its `finml-<group>` config (an entry of `plan.mig_parted_config()`, the
+    ConfigMap the operator's MIG manager reads); every other MIG-capable group gets `all-disabled` explicitly, so its
+    GPUs stay whole whatever the operator's default. Groups of GPUs without MIG get no label: the operator runs no
+    MIG manager there.
+    """
+    planned = {n.pool: n.config_name for n in plan.nodes}
+    out = {}
+    for pool in pools:
+        if not pool.aws or not profiles[pool.gpu_profile].mig.supported:
+            continue
+        out[pool.name] = planned.get(pool.name, ALL_DISABLED)
+    configs = plan.mig_parted_config()["mig-configs"]
+    missing = sorted(f"{g}={c}" for g, c in out.items() if c not in configs)
+    if missing:  # the planner names every planned group in the config: a miss is a planner bug, never deploy it
+        raise PlanError(f"{plan.site}: node group MIG configs not in the mig-parted config: {', '.join(missing)}")
+    return out
+
+
 def geometries_of(counts: Iterable[Geometry]) -> Counter:
     total: Counter = Counter()
     for geometry in counts:

@@ -80,13 +80,16 @@ def register_lineage(stack: StackConfig, opts: pulumi.ResourceOptions | None = N
 
 def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, profiles: dict[str, Any], *,
                     gpu_quota: int | None = None, aws_site: Any = None,
-                    aws_provider: Any = None) -> PlatformDeployment:
+                    aws_provider: Any = None, gpu_plan: Any = None) -> PlatformDeployment:
     """ClusterBase plus the feature store, training platform and inference services the config places on `site`.
 
     Every Kubernetes object gets `k8s_provider` (the site's cluster) and waits for the ClusterBase namespaces and
     policies. Workloads carry their model's name and classification (props and labels); `gpu_quota` caps the
     whole GPUs requested per training/serving namespace. `aws_site` (components.aws_site.AwsSiteOutputs) and
     `aws_provider`: the site's AWS infrastructure, so the feature store uses ElastiCache, RDS and S3 there.
+    `gpu_plan` (finml.mig_planner.SitePlan): the site's plan from `mig_planner.plan_gpus`, the same object the site's
+    EKS node groups took their `nvidia.com/mig.config` labels from (`__main__.py` plans each site once); planned
+    here only when a caller deploys the platform alone.
     """
     platform = stack.platform
     if site not in platform.sites:
@@ -145,10 +148,8 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
 
     # The MIG layout planner decides every GPU's geometry for the served models; a demand that does not fit stops
     # the program before any resource is registered, naming the demand.
-    try:
-        gpu_plan = mig_planner.plan_stack_site(stack, site, profiles)
-    except mig_planner.PlanError as exc:
-        raise ValueError(f"{stack.source}: {exc}") from None
+    if gpu_plan is None:
+        gpu_plan = mig_planner.plan_gpus(stack, site, profiles)
     operator_args = _gpu_operator_args(stack, site, gpu_plan, profiles, registry)
 
     base = ClusterBase(child_name("cluster-base", site),

@@ -235,3 +235,17 @@ def _kubeconfig_is_secret():
 
 def test_kubeconfig_is_secret(mocked):
     _kubeconfig_is_secret()
+
+
+def test_mig_configs_become_node_group_labels():
+    mocked = build(mig_configs={"h100": "finml-h100", "a100": "all-disabled"})
+    labels = {g.name: g.inputs["labels"] for g in mocked.of_type("aws:eks/nodeGroup:NodeGroup")}
+    assert labels["gc-gpu-h100"]["nvidia.com/mig.config"] == "finml-h100"
+    assert labels["gc-gpu-a100"]["nvidia.com/mig.config"] == "all-disabled"
+    assert "nvidia.com/mig.config" not in labels["gc-gpu-l4"]
+    assert "nvidia.com/mig.config" not in labels["gc-system"]
+
+
+def test_mig_configs_must_name_configured_groups():
+    with pytest.raises(ValueError, match="unknown GPU node groups: h200"):
+        GpuCluster("gc", cluster_args(mig_configs={"h200": "finml-h200"}))
