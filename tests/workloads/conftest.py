@@ -10,17 +10,7 @@ for path in (HERE.parents[1], HERE):
 
 import pytest  # noqa: E402 — after the sys.path set-up above
 
-from workloads_harness import STACK_FILES, RecordingMonitor, deploy_stack, load_stack, run_program  # noqa: E402
-
-_RUNS: dict[str, RecordingMonitor] = {}
-
-
-def deployed_stack(stack_name: str) -> RecordingMonitor:
-    """The recorded registrations of a real stack file's program, run once per test session."""
-    if stack_name not in _RUNS:
-        path = next(p for p in STACK_FILES if p.name == f"Pulumi.{stack_name}.yaml")
-        _RUNS[stack_name], _ = run_program(deploy_stack(load_stack(path)))
-    return _RUNS[stack_name]
+from workloads_harness import STACK_FILES, RecordingMonitor, deployed_stack  # noqa: E402
 
 
 STACK_NAMES = [p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in STACK_FILES]

@@ -23,7 +23,7 @@ from workloads.training import Training, TrainingArgs
 from workloads.training_job import (CHECKPOINT_CLAIM_PREFIX, EFS_STORAGE_CLASS, RenderError, TrainingRun,
                                     render_training_run)
 
-from conftest import deployed_stack
+from workloads_harness import deployed_stack
 
 ROOT = STACK_FILES[0].parents[1]
 PROFILES = load_profiles()

@@ -241,3 +241,14 @@ def pod_security_problems(where: str, template: dict[str, Any], site_label: str)
         if not resources.get("requests") or resources.get("requests") != resources.get("limits"):
             findings.add(cw, f"requests {resources.get('requests')} differ from limits {resources.get('limits')}")
     return findings.problems
+
+
+_RUNS: dict[str, RecordingMonitor] = {}
+
+
+def deployed_stack(stack_name: str) -> RecordingMonitor:
+    """The recorded registrations of a real stack file's program, run once per test session."""
+    if stack_name not in _RUNS:
+        path = next(p for p in STACK_FILES if p.name == f"Pulumi.{stack_name}.yaml")
+        _RUNS[stack_name], _ = run_program(deploy_stack(load_stack(path)))
+    return _RUNS[stack_name]
