@@ -84,7 +84,11 @@ def registry_data_classified(args: StackValidationArgs, report: ReportViolation)
     from .common import rank
 
     index = StackIndex(args.resources)
-    for registry in index.of_type(MODEL_REGISTRY):
+    registries = index.of_type(MODEL_REGISTRY)
+    # Like every residency rule, no pack config means no verdict: fail closed (the map is not needed below).
+    if require_residency(args, report, registries) is None:
+        return
+    for registry in registries:
         with failing_closed(report, registry.urn, describe(registry)):
             cls = parse_classification(get(index.props(registry), "classification"), "prop classification")
             if not cls.known:

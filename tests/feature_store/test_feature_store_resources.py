@@ -33,8 +33,9 @@ def plan(tmp_path_factory):
     return plans
 
 
-def _one(plan, typ, contains=""):
-    (found,) = [r for r in plan.resources if r.type == typ and contains in r.name]
+def _one(plan, typ, contains="feature-store-"):
+    """The feature store's one resource of `typ` (the model registry has an RDS instance of its own beside it)."""
+    (found,) = [r for r in plan.resources if r.type == typ and r.name.startswith(contains)]
     return found
 
 

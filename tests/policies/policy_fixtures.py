@@ -238,6 +238,11 @@ def compliant_stack() -> tuple[Stack, dict]:
         "name": "customer_profile", "classification": "restricted",
         "source": {"name": "customer_profile", "classification": "restricted",
                    "uri": "pvc://training/feature-offline/customer_profile.parquet"}}, parent=h["feature_store"])
+    h["registry"] = s.add("finml:workloads:ModelRegistry", "registry-dc1",
+                          {"site": "onprem:fra-dc1", "classification": "restricted"})
+    h["registry_artifacts"] = s.add("kubernetes:core/v1:PersistentVolumeClaim", "registry-artifacts", {"metadata": {
+        "name": "registry-artifacts", "namespace": "training", "labels": {"finml.io/classification": "restricted"}},
+        "spec": {"accessModes": ["ReadWriteOnce"]}}, provider=dc1_k8s, parent=h["registry"])
     h["device_plugin"] = workload(s, "DaemonSet", "nvidia-device-plugin", dc1_k8s, namespace="kube-system", cls=None,
                                   spec=pod_spec([container("plugin", securityContext={"privileged": True})],
                                                 site=None, volumes=[{"name": "dp",

@@ -510,4 +510,4 @@ def test_compliant_stack_still_passes_new_rules():
     stack, _ = compliant_stack()
     for rule in ("residency-replica-destination", "residency-provider-allowlist"):
         assert run(rule, stack) == [], rule
-    assert CONFIG["residency-provider-allowlist"]["allowedProviderPackages"] == ["aws", "kubernetes", "command"]
+    assert CONFIG["residency-provider-allowlist"]["allowedProviderPackages"] == ["aws", "kubernetes", "command", "tls", "random"]
