@@ -17,7 +17,9 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from finml.envscope import scoped_environ
 
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_ENVIRONMENT = 0, 1, 2, 3
 DEFAULT_AUDIT_LOG = Path("build") / "model-registry-audit.jsonl"
@@ -76,21 +78,10 @@ def _registry_uri(stack, site: str, override: str | None, flag: str) -> str:
     return registry.tracking_uri(site)
 
 
-@contextlib.contextmanager
-def _as_target() -> Iterator[None]:
+def _as_target():
     """While active, MLflow's standard variables hold the target registry's credentials (copy only)."""
-    saved = {k: os.environ.get(k) for k in TARGET_ENV}
-    for std, alt in TARGET_ENV.items():
-        if os.environ.get(alt):
-            os.environ[std] = os.environ[alt]
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return scoped_environ({std: os.environ[alt] for std, alt in TARGET_ENV.items() if os.environ.get(alt)},
+                          also_restore=TARGET_ENV)
 
 
 def _client(uri: str):

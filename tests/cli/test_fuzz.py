@@ -6,7 +6,6 @@ failure reproduces.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.tree_edits import apply_tree
 from cli_harness import MINI_PACK, ROOT, make_project, run_inprocess
 
 TINY_PLAN = ROOT / "tests" / "fixtures" / "plans" / "tiny.json"
@@ -63,43 +63,6 @@ junk = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 70), 2 ** 70), st.
                  st.sampled_from(["", "urn:pulumi:dev::finml::pulumi:pulumi:Stack::finml-dev", "pulumi:pulumi:Stack",
                                   "/dev/nvme1n1", "onprem:fra-dc1", "aws:us-east-1", "H100:80GB:8", "finml:x"]))
 tree_edit = st.tuples(st.sampled_from(["drop", "replace", "add", "copy"]), st.integers(0, 100_000), junk)
-
-
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
-
-
-def apply_tree(doc, edits: list):
-    for op, pick, value in edits:
-        paths = [p for p in _paths(doc) if p]
-        if not paths:
-            return doc
-        path = paths[pick % len(paths)]
-        parent = doc
-        for part in path[:-1]:
-            parent = parent[part]
-        last = path[-1]
-        if op == "drop":
-            parent.pop(last)
-        elif op == "replace":
-            parent[last] = value
-        elif op == "add" and isinstance(parent, dict):
-            parent[f"bogus{pick % 7}"] = value
-        elif op == "add":
-            parent.append(value)
-        elif op == "copy":  # another node's value here: types stay plausible, references go astray
-            other = paths[(pick // 7) % len(paths)]
-            node = doc
-            for part in other:
-                node = node[part]
-            parent[last] = copy.deepcopy(node)
-    return doc
 
 
 def check(result, shown: str, allowed=(0, 2)) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from finml.config import ConfigError, list_stacks, load_stack_file, parse_platform
 from gpu_profiles import load_profiles
+from tests.tree_edits import apply_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "stacks"
@@ -202,37 +203,11 @@ def _mutations():
                     min_size=1, max_size=4)
 
 
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
-
-
-def _apply(doc, op, pick, junk):
-    paths = [p for p in _paths(doc) if p]
-    path = paths[pick % len(paths)]
-    parent = doc
-    for part in path[:-1]:
-        parent = parent[part]
-    last = path[-1]
-    if op == "drop":
-        parent.pop(last) if isinstance(parent, dict) else parent.pop(last)
-    elif op == "replace":
-        parent[last] = junk
-    elif isinstance(parent, dict):
-        parent["bogusKey"] = junk
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stack=st.sampled_from(["dev", "aws-eu-prod", "onprem-dc1", "hybrid-prod"]), edits=_mutations())
 def test_generated_bad_configs_give_config_errors_never_tracebacks(stack, edits):
     platform = copy.deepcopy(stack_doc(stack)["config"]["finml:platform"])
-    for op, pick, junk in edits:
-        _apply(platform, op, pick, junk)
+    apply_tree(platform, edits)
     try:
         parse_platform(platform, f"stacks/Pulumi.{stack}.yaml", PROFILES)
     except ConfigError as exc:

@@ -7,7 +7,6 @@ every test here; the fixture stops it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from finml.envscope import scoped_environ
 from finml.local.model_server import LocalModelServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,20 +38,11 @@ def stack_residency(stack: str = "hybrid-prod") -> dict[str, list[str]]:
     return raw["config"]["finml:platform"]["residency"]
 
 
-@contextlib.contextmanager
 def as_user(server, creds):
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-            "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_DISABLE_TELEMETRY")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(server.env(creds, base={}))
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """MLflow's client variables for `creds` on `server` while active (none leak into later tests)."""
+    return scoped_environ(server.env(creds, base={}),
+                          also_restore=("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                                        "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_DISABLE_TELEMETRY"))
 
 
 def register_model(server, name: str, classification: str | None, site: str = ONPREM, alias: str = "champion") -> str:
