@@ -29,38 +29,30 @@ setup_system() {
   fi
 }
 
-setup_python() {
-  local stamp="$VENV/.finml-installed"
+# ensure_venv DIR STAMP_SOURCE PIP_ARGS...: create DIR if missing and install PIP_ARGS into it, again only when
+# STAMP_SOURCE (the file that declares the dependencies) has changed since the last install.
+ensure_venv() {
+  local venv="$1" source="$2"
+  shift 2
+  local stamp="$venv/.finml-installed"
   local want
-  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-  if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV"
-    python3 -m venv "$VENV"
+  want=$(sha256sum "$source" | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing Python dependencies into $VENV (first run takes several minutes)"
-    "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check -e '.[test]'
+    log "installing the dependencies of $source into $venv (the first run takes several minutes)"
+    "$venv/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --upgrade pip
+    "$venv/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check "$@"
     echo "$want" >"$stamp"
   fi
 }
 
+setup_python() { ensure_venv "$VENV" pyproject.toml -e '.[test]'; }
+
 # MLServer's own environment (its pins clash with the Pulumi SDK's); tests and the demo start the model server from it.
-setup_serving() {
-  local stamp="$SERVING_VENV/.finml-installed"
-  local want
-  want=$(sha256sum "$SERVING_REQUIREMENTS" | cut -d' ' -f1)
-  if [ ! -x "$SERVING_VENV/bin/python" ]; then
-    log "creating $SERVING_VENV"
-    python3 -m venv "$SERVING_VENV"
-  fi
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing the model server's dependencies into $SERVING_VENV"
-    "$SERVING_VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --upgrade pip
-    "$SERVING_VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check -r "$SERVING_REQUIREMENTS"
-    echo "$want" >"$stamp"
-  fi
-}
+setup_serving() { ensure_venv "$SERVING_VENV" "$SERVING_REQUIREMENTS" -r "$SERVING_REQUIREMENTS"; }
 
 cmd="${1:-}"
 case "$cmd" in
@@ -77,8 +69,10 @@ case "$cmd" in
     setup_serving
     log "offline preview + policy check of every stack"
     "$VENV/bin/finml" preview --all
+    # One worker per core (at most 4: each worker starts its own session servers); FINML_TEST_WORKERS=0 runs serially.
     log "test suite"
-    exec "$VENV/bin/python" -m pytest
+    shift
+    exec "$VENV/bin/python" -m pytest -n "${FINML_TEST_WORKERS:-auto}" --maxprocesses 4 --dist loadgroup "$@"
     ;;
   features)
     # Local mode: the feature store on this machine (PostgreSQL registry, TLS Redis, feast serve over HTTPS).

@@ -49,6 +49,20 @@ def pytest_runtest_makereport(item, call):
                        f"explicitly with -m.")
 
 
+# Parallel runs (pytest-xdist, `--dist loadgroup`, as ./dev.sh test runs the suite): a test file is the unit of
+# distribution, so module-scoped fixtures (a stack run under the mock runtime, a policy-pack process) start once;
+# every test of the SSH test hosts shares one worker, so the hosts' addresses (127.0.10.x) are never claimed twice.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = "sshhosts" if item.get_closest_marker("sshhosts") is not None else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 # ------------------------------------------------------------------------------------------------ real servers
 # Session-scoped so the suite starts each server once; each fixture stops what it started.
 
