@@ -125,6 +125,7 @@ def build_aws_site(
             api_access_cidrs=[*site.eks.api_access_cidrs, *vpn_management_cidrs],
             secrets_key_arn=keys.key_arns[highest], volume_key_arn=keys.key_arns[highest],
             data_classification=highest, extra_tags=extra_tags, mig_configs=mig_configs,
+            efs_csi=storage.file_system is not None,
         ), opts)
 
     return AwsSiteOutputs(site=site_id, network=network, keys=keys, storage=storage, cluster=cluster)

@@ -1,7 +1,9 @@
 """GpuCluster: a private EKS cluster with KMS envelope encryption of secrets, all control-plane logs (to a CMK-encrypted
 log group), API-only authentication, an IRSA OIDC provider, a CPU system node group and one managed node group per
 configured GPU node group — instance type, AMI, labels and taints from the GPU profile — each launched from a
-template with IMDSv2 required and a CMK-encrypted root volume.
+template with IMDSv2 required and a CMK-encrypted root volume. Storage drivers: the EBS CSI add-on (the default
+`finml-encrypted-gp3` class) and, on sites whose training storage is EFS, the EFS CSI add-on; both get their AWS
+permissions through IRSA roles only their controller's service account can assume.
 """
 
 from __future__ import annotations
@@ -39,6 +41,26 @@ NODE_ROLE_LABEL = "finml.io/node-role"
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 POLICY_ARN = "arn:aws:iam::aws:policy/"
 CLUSTER_ADMIN_POLICY_ARN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+IRSA_AUDIENCE = "sts.amazonaws.com"
+EFS_CSI_ADDON = "aws-efs-csi-driver"
+#: The EFS CSI controller creates and deletes the access points behind `finml-efs` claims; the node DaemonSet mounts
+#: them (host network, no AWS API: the file system policy admits mounts through mount targets).
+EFS_CSI_CONTROLLER_SERVICE_ACCOUNT = "efs-csi-controller-sa"
+#: AWS managed: Describe* plus Create/DeleteAccessPoint limited to access points tagged `efs.csi.aws.com/cluster`.
+EFS_CSI_POLICY = "service-role/AmazonEFSCSIDriverPolicy"
+
+
+def irsa_trust_policy(provider_arn: str, issuer_url: str | None, namespace: str, service_account: str) -> str:
+    """Trust policy of an IRSA role: only `namespace/service_account` of the cluster behind `provider_arn`, with
+    tokens for STS, may assume it."""
+    host = (issuer_url or "").removeprefix("https://")
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": provider_arn},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{host}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                                       f"{host}:aud": IRSA_AUDIENCE}},
+    }]}, sort_keys=True)
 
 
 def taint_effect(effect: str) -> str:
@@ -133,6 +155,9 @@ class GpuClusterArgs:
     """GPU node group name -> its `nvidia.com/mig.config` label: the mig-parted configuration the MIG layout planner
     chose for the group (`finml.mig_planner.node_group_mig_configs`), which the GPU Operator's ConfigMap holds.
     Groups not named carry no MIG config label."""
+    efs_csi: bool = False
+    """Install the EFS CSI driver add-on (sites whose `storage.trainingFilesystem` is `efs`: the training
+    checkpoint claims are EFS access points)."""
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -169,6 +194,7 @@ class GpuCluster(pulumi.ComponentResource):
         self._create_node_groups()
         self._create_k8s_provider()
         self._create_ebs_csi()
+        self._create_efs_csi()
         self._create_storage_class()
 
         self.cluster_name = self.cluster.name
@@ -320,22 +346,11 @@ class GpuCluster(pulumi.ComponentResource):
 
     def _irsa_role(self, role_name: str, namespace: str, service_account: str, description: str) -> aws.iam.Role:
         """A role only the named Kubernetes service account of this cluster can assume (IRSA)."""
-
-        def trust(values: list[Any]) -> str:
-            provider_arn, issuer = values
-            host = (issuer or "").removeprefix("https://")
-            return json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {"StringEquals": {f"{host}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-                                               f"{host}:aud": "sts.amazonaws.com"}},
-            }]}, sort_keys=True)
-
         return aws.iam.Role(
             role_name,
             description=description,
-            assume_role_policy=pulumi.Output.all(self.oidc_provider.arn, self._issuer).apply(trust),
+            assume_role_policy=pulumi.Output.all(self.oidc_provider.arn, self._issuer).apply(
+                lambda v: irsa_trust_policy(v[0], v[1], namespace, service_account)),
             tags=self._tags(role_name),
             opts=self._opts(),
         )
@@ -370,6 +385,28 @@ class GpuCluster(pulumi.ComponentResource):
             resolve_conflicts_on_update="PRESERVE",
             tags=self._tags(naming.child_name(self._name, "ebs-csi")),
             opts=self._opts(depends_on=[attachment, kms_policy, self.system_node_group]),
+        )
+
+    def _create_efs_csi(self) -> None:
+        """The EFS CSI driver behind the training checkpoint claims (`finml-efs`, EFS access points), with its
+        controller's AWS permissions through IRSA; version: the cluster version's default, as for the other add-ons."""
+        self.efs_csi_addon = None
+        if not self._args.efs_csi:
+            return
+        role_name = naming.child_name(self._name, "efs-csi-role")
+        role = self._irsa_role(role_name, "kube-system", EFS_CSI_CONTROLLER_SERVICE_ACCOUNT,
+                               f"EFS CSI driver (kube-system/{EFS_CSI_CONTROLLER_SERVICE_ACCOUNT}) via IRSA")
+        attachment = self._attach(role, role_name, EFS_CSI_POLICY)
+        addon_name = naming.child_name(self._name, "efs-csi")
+        self.efs_csi_addon = aws.eks.Addon(
+            addon_name,
+            cluster_name=self.cluster.name,
+            addon_name=EFS_CSI_ADDON,
+            service_account_role_arn=role.arn,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="PRESERVE",
+            tags=self._tags(addon_name),
+            opts=self._opts(depends_on=[attachment, self.system_node_group]),
         )
 
     def _create_storage_class(self) -> None:

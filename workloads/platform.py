@@ -30,6 +30,7 @@ from workloads.gpu_operator.component import DEVICE_PLUGIN_CONFIG_LABEL, time_sl
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
 from workloads.serving import InferenceService, InferenceServiceArgs
 from workloads.training import Training, TrainingArgs, gpu_quota_for
+from workloads.training_aws import TrainingAws, TrainingAwsArgs
 
 
 class PlatformDeployment(TypedDict):
@@ -57,6 +58,21 @@ def feature_store_aws_args(stack: StackConfig, site: str, classification: str, a
         namespace=cluster_base_module.DATA_NAMESPACE, server_service_account=SERVER,
         materializer_service_account=MATERIALIZER, production=stack.platform.environment.endswith("prod"),
         extra_tags=dict(stack.platform.tags))
+
+
+def training_aws_wiring(stack: StackConfig, site: str, aws_site: Any, aws_provider: Any) -> dict[str, Any]:
+    """The training service account's IRSA role on an EKS site (the site's classification buckets and keys, see
+    workloads/training_aws.py) and the EFS CSI add-on the checkpoint StorageClass waits for: TrainingArgs fields."""
+    keys, storage, cluster = aws_site.keys, aws_site.storage, aws_site.cluster
+    classifications = [c for c in stack.platform.sites[site].classifications if c in storage.bucket_names]
+    role = TrainingAws(child_name("training", site, "aws"), TrainingAwsArgs(
+        site=site, stack=stack.stack, oidc_provider_arn=cluster.oidc_provider.arn,
+        oidc_issuer_url=cluster.oidc_provider.url,
+        buckets={c: storage.bucket_names[c] for c in classifications},
+        key_arns={c: keys.key_arns[c] for c in classifications}, extra_tags=dict(stack.platform.tags)),
+        opts=pulumi.ResourceOptions(provider=aws_provider))
+    addon = getattr(cluster, "efs_csi_addon", None)
+    return {"irsa_role_arn": role.role_arn, "storage_depends_on": (addon,) if addon is not None else ()}
 
 
 def register_lineage(stack: StackConfig, opts: pulumi.ResourceOptions | None = None) -> dict[str, Model]:
@@ -173,6 +189,8 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                 server_role_arn=infra.server_role_arn, materializer_role_arn=infra.materializer_role_arn,
                 egress_cidrs=(stack.aws_sites[site].network.vpc_cidr,))
         feature_store = FeatureStore(child_name("feature-store", site), store_args, opts=workload_opts())
+    if training_args is not None and aws_site is not None and aws_site.cluster is not None:
+        training_args = dataclasses.replace(training_args, **training_aws_wiring(stack, site, aws_site, aws_provider))
     training = (Training(child_name("training", site), training_args, opts=workload_opts())
                 if training_args is not None else None)
     inference_services = {a.service_name: InferenceService(child_name(a.service_name, site), a,

@@ -5,15 +5,17 @@ training_job.py) and checked by the same policy pack (`finml check-manifests`) b
 the moment it is created and its pod template is immutable, so deploying runs from `pulumi up` would start (or
 restart) multi-GPU training on unrelated infrastructure changes. What Pulumi deploys is what every run relies on:
 
-- the `finml-training` ServiceAccount the runs use (on AWS annotated with its IRSA role when one is given), with no
-  API token mounted;
+- the `finml-training` ServiceAccount the runs use, with no API token mounted; on AWS sites annotated with the IRSA
+  role of workloads/training_aws.py (the classification buckets' `training-sets/` and `training/` prefixes and their
+  CMKs, nothing else);
 - the `finml-training` PriorityClass (below serving, above batch; preempts lower-priority pods only);
 - a ResourceQuota on the GPU and MIG resources the site's training workloads may request at once;
 - one ReadWriteMany PersistentVolumeClaim `finml-checkpoints-<classification>` per classification the site holds,
   where runs of that classification read their training set and write distributed checkpoints; labelled with the
   classification and site so the pack's residency rules judge it like every data-bearing claim. On AWS sites it
   lives on the site's encrypted EFS file system (Storage component) through the `finml-efs` StorageClass created
-  here (EFS CSI driver, one access point per claim, TLS in transit); on-prem on the site's `sharedStorageClass`;
+  here (the EKS add-on aws-efs-csi-driver of the GpuCluster, which the class waits for; one access point per
+  claim, TLS in transit); on-prem on the site's `sharedStorageClass`;
 - no NetworkPolicy of its own: each run brings one opening its workers to each other only (rendered with the Job),
   and the feature store and the model registry open their ports to this namespace and add its egress to them
   (FeatureStore, ModelRegistry components), so every flow is declared once, by its owner.
@@ -56,6 +58,8 @@ class TrainingArgs:
     storage_gib: int = 200
     efs_file_system_id: pulumi.Input[str] | None = None
     """The site's EFS training file system (AWS): the `finml-efs` StorageClass provisions access points on it."""
+    storage_depends_on: tuple[pulumi.Resource, ...] = ()
+    """What must exist before the StorageClass and claims: the cluster's EFS CSI driver add-on on AWS sites."""
 
     def __post_init__(self) -> None:
         if self.classifications and self.storage_class is None:
@@ -153,13 +157,14 @@ class Training(pulumi.ComponentResource):
             mount_options=["tls"],
             reclaim_policy="Retain",
             volume_binding_mode="Immediate",
-            opts=child_opts(self, self._opts),
+            opts=pulumi.ResourceOptions.merge(child_opts(self, self._opts),
+                                              pulumi.ResourceOptions(depends_on=list(a.storage_depends_on))),
         )
 
     def _create_checkpoint_claim(self, classification: str) -> k8s.core.v1.PersistentVolumeClaim:
         a = self._args
         labels = {**self._labels, CLASSIFICATION_LABEL: classification}
-        depends = [self.storage_class] if self.storage_class is not None else []
+        depends = [self.storage_class] if self.storage_class is not None else list(a.storage_depends_on)
         return k8s.core.v1.PersistentVolumeClaim(
             child_name(self._name, "checkpoints", classification),
             metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{CHECKPOINT_CLAIM_PREFIX}{classification}",

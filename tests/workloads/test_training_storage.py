@@ -153,3 +153,44 @@ def test_the_pack_refuses_a_restricted_checkpoint_claim_on_an_aws_site(tmp_path)
     violations = {(v["policy"], v["resource_type"], v["classification"]) for v in report["violations"]
                   if v["enforcement"] == "mandatory"}
     assert ("residency-k8s-data-site", "kubernetes:core/v1:PersistentVolumeClaim", "restricted") in violations
+
+
+@pytest.fixture(scope="module")
+def aws_eu_prod_plan(tmp_path_factory):
+    """The real program's preview plan of aws-eu-prod (`__main__.py` under the mock runtime, as `finml preview`)."""
+    from finml.plan import load_plan
+
+    out = tmp_path_factory.mktemp("plan") / "aws-eu-prod.json"
+    proc = subprocess.run([sys.executable, "-m", "finml.mockrun", str(ROOT / "stacks" / "Pulumi.aws-eu-prod.yaml"),
+                           str(ROOT / "__main__.py"), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return load_plan(out)
+
+
+@pytest.mark.slow
+def test_the_efs_class_and_claims_wait_for_the_efs_csi_driver(aws_eu_prod_plan):
+    plan = aws_eu_prod_plan
+    index = plan.by_urn()
+    (addon,) = [r for r in plan.resources if r.type == "aws:eks/addon:Addon"
+                and r.props.get("addonName") == "aws-efs-csi-driver"]
+    (sc,) = [r for r in plan.resources if r.type == "kubernetes:storage.k8s.io/v1:StorageClass"
+             and r.props["metadata"]["name"] == EFS_STORAGE_CLASS]
+    assert addon.urn in sc.dependencies, f"{sc.urn} does not wait for {addon.urn}"
+    claims = [r for r in plan.resources if r.type == "kubernetes:core/v1:PersistentVolumeClaim"
+              and r.props["metadata"]["name"].startswith(CHECKPOINT_CLAIM_PREFIX)]
+    assert claims and all(sc.urn in c.dependencies for c in claims), [c.urn for c in claims]
+    role = index[addon.property_dependencies["serviceAccountRoleArn"][0]]
+    assert role.type == "aws:iam/role:Role" and role.name.endswith("efs-csi-role")
+
+
+@pytest.mark.slow
+def test_the_training_service_account_is_annotated_from_its_irsa_role(aws_eu_prod_plan):
+    plan = aws_eu_prod_plan
+    index = plan.by_urn()
+    (account,) = [r for r in plan.resources if r.type == "kubernetes:core/v1:ServiceAccount"
+                  and r.props["metadata"]["name"] == "finml-training"]
+    # At preview the ARN is unknown; the annotation's value comes from the training role (its only AWS input).
+    assert list(account.props["metadata"]["annotations"]) == ["eks.amazonaws.com/role-arn"]
+    sources = {index[u].name for u in account.property_dependencies["metadata"]
+               if index[u].type == "aws:iam/role:Role"}
+    assert sources == {"training-aws-eu-central-1-aws-role"}, account.property_dependencies
