@@ -733,12 +733,6 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
             problems.append((f"{p}.workloads.featureStore.site",
                              f"{fs_site} has no model registry, whose database server holds the feature store's "
                              f"Feast registry; add {fs_site} to {p}.registry.sites"))
-        elif fs_site in registry_sites and classification_rank(registry_sites[fs_site].classification) < \
-                classification_rank(wl.feature_store.classification):
-            problems.append((f"{p}.workloads.featureStore.classification",
-                             f"{wl.feature_store.classification!r} is above the classification of {fs_site}'s "
-                             f"model registry ({registry_sites[fs_site].classification!r}), whose database server "
-                             f"holds the Feast registry; raise {p}.registry.sites.{fs_site}.classification"))
     for i, job in enumerate(wl.training):
         check_site_ref(f"{p}.workloads.training[{i}].site", job.site)
         if job.model not in models:

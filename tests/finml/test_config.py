@@ -263,9 +263,3 @@ def test_a_feature_store_site_without_a_model_registry_is_rejected(tmp_path):
                  "aws:eu-central-1 has no model registry, whose database server holds the feature store's Feast "
                  "registry; add aws:eu-central-1 to finml:platform.registry.sites")
 
-
-def test_a_feature_store_above_its_sites_registry_classification_is_rejected(tmp_path):
-    doc = stack_doc("aws-eu-prod")
-    doc["config"]["finml:platform"]["registry"]["sites"]["aws:eu-central-1"]["classification"] = "internal"
-    expect_error(tmp_path, doc, "finml:platform.workloads.featureStore.classification",
-                 "'confidential' is above the classification of aws:eu-central-1's model registry ('internal')")
