@@ -597,8 +597,8 @@ class FeatureStore(pulumi.ComponentResource):
                 pod_selector=selecting(ONLINE), policy_types=["Ingress"],
                 ingress=[net.NetworkPolicyIngressRuleArgs(from_=pods(SERVER, MATERIALIZER),
                                                           ports=ports(STORE_PORT))])))
-            egress.append(net.NetworkPolicyEgressRuleArgs(to=[net.NetworkPolicyPeerArgs(pod_selector=selecting(ONLINE))],
-                                                          ports=ports(STORE_PORT)))
+            egress.append(net.NetworkPolicyEgressRuleArgs(
+                to=[net.NetworkPolicyPeerArgs(pod_selector=selecting(ONLINE))], ports=ports(STORE_PORT)))
         if self._db.server_pod_labels is not None:
             # The registry's in-cluster database server, in its namespace (its ingress policy admits these pods).
             egress.append(net.NetworkPolicyEgressRuleArgs(

@@ -373,4 +373,5 @@ def test_feature_store_and_registry_share_the_site_ca(stack_run):
         certs = [r for r in _store_children(monitor, site_slug)
                  if r.typ == "tls:index/locallySignedCert:LocallySignedCert"]
         assert certs and all(ca.urn in c.dependencies for c in certs), certs
-        assert not [r for r in _store_children(monitor, site_slug) if r.typ == "tls:index/selfSignedCert:SelfSignedCert"]
+        assert not [r for r in _store_children(monitor, site_slug)
+                    if r.typ == "tls:index/selfSignedCert:SelfSignedCert"]

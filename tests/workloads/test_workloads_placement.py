@@ -124,7 +124,8 @@ def test_workloads_go_only_to_the_sites_config_names(hybrid):
     fra, aws = provider_name("onprem:fra-dc1"), provider_name("aws:eu-central-1")
     # Without the AWS site's components (this harness) the AWS registry keeps its database in-cluster too.
     registry = {(kind, name, site) for site in (fra, aws) for kind, name in (
-        ("Deployment", "model-registry"), ("StatefulSet", "model-registry-db"), ("Job", "model-registry-bootstrap-users"))}
+        ("Deployment", "model-registry"), ("StatefulSet", "model-registry-db"),
+        ("Job", "model-registry-bootstrap-users"))}
     assert placed == registry | {
         ("StatefulSet", "feature-store", fra),
         ("Deployment", "feature-server", fra),
@@ -300,7 +301,8 @@ def test_the_registry_database_admits_its_server_the_bootstrap_job_and_the_feast
 def test_feast_pods_and_the_bootstrap_job_may_leave_only_for_the_registry_database(hybrid):
     policies = {p.inputs["metadata"]["name"]: p.inputs["spec"]
                 for p in _on(hybrid, "onprem:fra-dc1", hybrid.k8s("NetworkPolicy"))}
-    db = {"matchLabels": {"app.kubernetes.io/instance": "model-registry-db", "app.kubernetes.io/name": "model-registry-db"}}
+    db = {"matchLabels": {"app.kubernetes.io/instance": "model-registry-db",
+                          "app.kubernetes.io/name": "model-registry-db"}}
     online, registry = policies["feast-egress"]["egress"]
     assert registry == {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "finml-data"}},
                                 "podSelector": db}], "ports": [{"protocol": "TCP", "port": 5432}]}
