@@ -37,7 +37,8 @@ from workloads.training import Training, TrainingArgs, gpu_quota_for
 
 class PlatformDeployment(TypedDict):
     cluster_base: ClusterBase
-    site_ca: SiteCA
+    site_ca: SiteCA | None
+    """The site's CA, shared by its model registry and feature store (None on a site without a registry)."""
     model_registry: Any
     """workloads.model_registry.ModelRegistry, or None where `finml:platform.registry.sites` omits the site."""
     feature_store: FeatureStore | None
@@ -173,7 +174,8 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
     def workload_opts() -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(providers=[k8s_provider], depends_on=[base])
 
-    site_ca = SiteCA(child_name("site-ca", site), site)
+    has_registry = platform.registry is not None and site in platform.registry.sites
+    site_ca = SiteCA(child_name("site-ca", site), site) if has_registry else None
     model_registry = deploy_model_registry(
         stack, site, k8s_provider, base, aws_site=aws_site, aws_provider=aws_provider, site_ca=site_ca,
         database_clients=(registry_database_client(),) if store_args is not None else ())
