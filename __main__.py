@@ -12,7 +12,7 @@ from components.providers import AwsProviders, load_stack_from_pulumi
 from finml import mig_planner
 from finml.onprem import inventory_for_stack
 from gpu_profiles import load_profiles
-from workloads.platform import deploy_model_registry, deploy_platform, register_lineage
+from workloads.platform import deploy_platform, register_lineage
 
 stack = load_stack_from_pulumi()
 platform = stack.platform
@@ -53,12 +53,11 @@ for site_id, site in stack.onprem_sites.items():
 
 lineage = register_lineage(stack)
 for site_id, cluster in sorted(clusters.items()):
+    # The site's model registry comes first inside: the feature store's Feast registry is a database on its server.
     deployment = deploy_platform(stack, site_id, cluster.k8s_provider, profiles, aws_site=aws_outputs.get(site_id),
                                  aws_provider=aws_providers(site_id) if site_id in aws_outputs else None,
                                  gpu_plan=gpu_plans[site_id])
-    registry = deploy_model_registry(stack, site_id, cluster.k8s_provider, deployment["cluster_base"],
-                                     aws_site=aws_outputs.get(site_id),
-                                     aws_provider=aws_providers(site_id) if site_id in aws_outputs else None)
+    registry = deployment["model_registry"]
     if registry is not None:
         pulumi.export(f"{slug(site_id)}-registry-uri", registry.tracking_uri)
         pulumi.export(f"{slug(site_id)}-registry-ca-bundle", registry.ca_bundle)

@@ -726,6 +726,13 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
     if wl.feature_store is not None:
         check_site_ref(f"{p}.workloads.featureStore.site", wl.feature_store.site)
         check_classification(f"{p}.workloads.featureStore.classification", wl.feature_store.classification)
+        # The Feast SQL registry is a database on the site's model-registry database server.
+        fs_site = wl.feature_store.site
+        registry_sites = platform.registry.sites if platform.registry is not None else {}
+        if fs_site in sites and fs_site not in registry_sites:
+            problems.append((f"{p}.workloads.featureStore.site",
+                             f"{fs_site} has no model registry, whose database server holds the feature store's "
+                             f"Feast registry; add {fs_site} to {p}.registry.sites"))
     for i, job in enumerate(wl.training):
         check_site_ref(f"{p}.workloads.training[{i}].site", job.site)
         if job.model not in models:

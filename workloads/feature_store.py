@@ -1,8 +1,9 @@
-"""FeatureStore: Feast on a site's cluster — feature server, materialization, and (on-prem) its online store,
-registry database and offline volume.
+"""FeatureStore: Feast on a site's cluster — feature server, materialization, and (on-prem) its online store and
+offline volume; its SQL registry is a database of its own on the site's model-registry database server.
 
 Per site, in the data namespace:
-- `feast serve` Deployment over HTTPS (certificate from the site CA below), readiness/liveness probes on /health,
+- `feast serve` Deployment over HTTPS (certificate from the site's CA, `workloads.site_ca.SiteCA`, shared with the
+  model registry), readiness/liveness probes on /health,
   HPA on CPU, PodDisruptionBudget; callers authenticate with their Kubernetes service-account token (Feast's
   `kubernetes` auth: TokenReview) and Feast permissions in the registry decide by classification.
 - materialization CronJob (`concurrencyPolicy: Forbid`, a starting deadline, an active deadline and a backoff limit)
@@ -10,11 +11,14 @@ Per site, in the data namespace:
 - online store: on AWS an ElastiCache replication group (`FeatureStoreAws`, passed in as `online_store`); otherwise a
   Valkey StatefulSet here with TLS only (`--port 0`), an ACL user with a generated password (`default` off) and its
   data on a PVC labelled with the store's classification.
-- registry: Feast's SQL registry in PostgreSQL — the RDS instance of `FeatureStoreAws` on AWS, otherwise a small
-  PostgreSQL StatefulSet here with TLS and a generated password.
+- registry: Feast's SQL registry in PostgreSQL — database `feast_registry` owned by role `feast` on the model
+  registry's database server of the site (RDS on AWS, the registry's PostgreSQL StatefulSet on-prem), created by the
+  registry's bootstrap Job (`ModelRegistryArgs.database_clients`), which the server and the job wait for. TLS with
+  verify-full: against the site CA on-prem, the AWS RDS CA bundle of the image on AWS.
 - offline store: Parquet files — the classification's S3 bucket via IRSA on AWS, otherwise a PVC of the site.
 - NetworkPolicies: the training and serving namespaces reach the feature server; only the feature server and the
-  materialization job reach the online store and the registry.
+  materialization job reach the online store, and they reach the registry database (whose own ingress policy, in the
+  registry's namespace, admits exactly these pods).
 
 Every feature view the site holds is a `finml:ml:FeatureView` child carrying its classification and data source, so
 the plan (and the policy pack) sees residency down to the feature view. Placement is whatever the caller asks for:
@@ -30,7 +34,6 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
-import pulumi_tls as tls
 import yaml
 
 from components.naming import CLASSIFICATION_LABEL, SITE_LABEL, child_name, site_label_value
@@ -41,7 +44,9 @@ from workloads.feature_repo.catalog import (
     classification_rank,
     feature_views_up_to,
 )
+from workloads.model_registry import DatabaseClient, SiteDatabase
 from workloads.options import child_opts
+from workloads.site_ca import SiteCA
 from workloads.pod import (
     guaranteed_resources,
     restricted_container_security_context,
@@ -56,17 +61,17 @@ COMPONENT = "feature-store"
 SERVER = "feature-server"
 MATERIALIZER = "feature-materializer"
 ONLINE = "feature-store"          # the online store keeps the old component's object names
-REGISTRY = "feature-registry"
 DEFAULT_IMAGE = "finml/feature-store:0.67.0"
 """Feast 0.67 with the reference repository (workloads/feature_repo/Dockerfile)."""
 ONLINE_IMAGE = "valkey/valkey:8.0"
-REGISTRY_IMAGE = "postgres:16"
 VALKEY_UID = 999
-POSTGRES_UID = 999
 FEAST_UID = 10001
 SERVER_PORT = 6566
 STORE_PORT = 6379
 REGISTRY_PORT = 5432
+#: RDS CA bundle path inside the feature-store image (workloads/feature_repo/Dockerfile).
+RDS_CA_BUNDLE = "/opt/finml/rds-ca-bundle.pem"
+REGISTRY_CA = "/tls/registry-ca.crt"
 DATA_VOLUME = "data"
 OFFLINE_CLAIM = "feature-offline"
 OFFLINE_MOUNT = "/data/offline"
@@ -98,11 +103,13 @@ class FeatureStoreArgs:
     namespace: str = DATA_NAMESPACE
     image: str = DEFAULT_IMAGE
     online_image: str = ONLINE_IMAGE
-    registry_image: str = REGISTRY_IMAGE
     online_store: ExternalOnlineStore | None = None
     """None: a Valkey StatefulSet in this namespace."""
-    registry_url: pulumi.Input[str] | None = None
-    """SQLAlchemy URL of the Feast SQL registry (a secret). None: a PostgreSQL StatefulSet in this namespace."""
+    registry_database: SiteDatabase | None = None
+    """The Feast SQL registry's database on the site's model-registry database server
+    (`ModelRegistry.databases["feast"]`, requested with `registry_database_client()`). Required."""
+    site_ca: SiteCA | None = None
+    """The site's CA (shared with the model registry); None: the store makes one of its own."""
     offline_uri: pulumi.Input[str] | None = None
     """Where the Parquet sources live (s3://bucket/prefix). None: a PVC of the site mounted at /data/offline."""
     server_role_arn: pulumi.Input[str] | None = None
@@ -112,7 +119,6 @@ class FeatureStoreArgs:
     """Networks the server and job reach beyond the cluster (managed stores, Kubernetes API), e.g. the VPC CIDR."""
     storage_gib: int = 50
     offline_storage_gib: int = 200
-    registry_storage_gib: int = 10
     storage_class: str | None = None
     """None: the cluster's default class (the cluster components make that an encrypted one)."""
     cpu: str = "1"
@@ -125,13 +131,19 @@ class FeatureStoreArgs:
     readers: Mapping[str, Sequence[str]] | None = None
     """Classification → namespaces whose service accounts may read it (Feast permissions). Default: every
     client namespace for every classification the store holds."""
-    ca_validity_hours: int = 24 * 365 * 5
     cert_validity_hours: int = 24 * 90
 
 
 def _concat(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
     """Output.concat that tolerates a missing part (mocks return no outputs for provider-computed values)."""
     return pulumi.Output.all(*parts).apply(lambda values: "".join("" if v is None else str(v) for v in values))
+
+
+def registry_database_client(namespace: str = DATA_NAMESPACE) -> DatabaseClient:
+    """What the feature store asks of the site's registry database server: role `feast`, database `feast_registry`,
+    reached by the feature server and the materialization job of `namespace`."""
+    return DatabaseClient(role=REGISTRY_USER, database=REGISTRY_DATABASE, namespace=namespace,
+                          pods=(SERVER, MATERIALIZER))
 
 
 class FeatureView(pulumi.ComponentResource):
@@ -149,7 +161,6 @@ class FeatureStore(pulumi.ComponentResource):
     deployment: k8s.apps.v1.Deployment
     cron_job: k8s.batch.v1.CronJob
     stateful_set: k8s.apps.v1.StatefulSet | None
-    registry_stateful_set: k8s.apps.v1.StatefulSet | None
     service: k8s.core.v1.Service
     network_policies: list[k8s.networking.v1.NetworkPolicy]
     feature_views: list[FeatureView]
@@ -159,6 +170,9 @@ class FeatureStore(pulumi.ComponentResource):
     ca_certificate: pulumi.Output[str]
 
     def __init__(self, name: str, args: FeatureStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        if args.registry_database is None:
+            raise ValueError(f"feature store on {args.site}: its Feast registry lives in the site's model-registry "
+                             "database server; pass registry_database (ModelRegistry.databases['feast'])")
         views = feature_views_up_to(args.classification)
         super().__init__("finml:workloads:FeatureStore", name,
                          {"site": args.site, "classification": args.classification}, opts)
@@ -168,12 +182,13 @@ class FeatureStore(pulumi.ComponentResource):
         self._views = views
         self._held = max((v.classification for v in views), key=classification_rank)
         self._dns = f"{args.namespace}.svc.cluster.local"
+        self._db = args.registry_database
+        self._random = random.Provider(self._child("random"), opts=pulumi.ResourceOptions(parent=self))
         self._create_tls()
         self._create_credentials()
         self._create_config()
         self._create_service_accounts()
         self.stateful_set = self._create_online_store() if args.online_store is None else None
-        self.registry_stateful_set = self._create_registry() if args.registry_url is None else None
         self._offline_claim = self._create_offline_volume() if args.offline_uri is None else None
         self.deployment, self.service = self._create_server()
         self.cron_job = self._create_materializer()
@@ -193,8 +208,8 @@ class FeatureStore(pulumi.ComponentResource):
     def _child(self, *parts: str) -> str:
         return child_name(self._name, *parts)
 
-    def _child_opts(self, depends_on: list | None = None) -> pulumi.ResourceOptions:
-        opts = child_opts(self, self._opts)
+    def _child_opts(self, depends_on: list | None = None, **extra) -> pulumi.ResourceOptions:
+        opts = child_opts(self, self._opts, **extra)
         if depends_on:
             opts.depends_on = [*(opts.depends_on or []), *depends_on]
         return opts
@@ -211,32 +226,21 @@ class FeatureStore(pulumi.ComponentResource):
 
     def _create_tls(self) -> None:
         a = self._args
-        ca_key = tls.PrivateKey(self._child("ca-key"), algorithm="ECDSA", ecdsa_curve="P256",
-                                opts=self._child_opts())
-        ca = tls.SelfSignedCert(
-            self._child("ca"), private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
-            validity_period_hours=a.ca_validity_hours, allowed_uses=["cert_signing", "crl_signing"],
-            subject=tls.SelfSignedCertSubjectArgs(common_name=f"finml feature store CA {a.site}",
-                                                  organization="finml"),
-            opts=self._child_opts())
-        key = tls.PrivateKey(self._child("server-key"), algorithm="ECDSA", ecdsa_curve="P256",
-                             opts=self._child_opts())
-        names = [f"{svc}.{self._dns}" for svc in (SERVER, ONLINE, REGISTRY)]
-        names += [f"{svc}.{a.namespace}.svc" for svc in (SERVER, ONLINE, REGISTRY)]
-        csr = tls.CertRequest(self._child("server-csr"), private_key_pem=key.private_key_pem, dns_names=names,
-                              subject=tls.CertRequestSubjectArgs(common_name=f"{SERVER}.{self._dns}",
-                                                                 organization="finml"),
-                              opts=self._child_opts())
-        cert = tls.LocallySignedCert(
-            self._child("server-cert"), cert_request_pem=csr.cert_request_pem, ca_private_key_pem=ca_key.private_key_pem,
-            ca_cert_pem=ca.cert_pem, validity_period_hours=a.cert_validity_hours, early_renewal_hours=24 * 30,
-            allowed_uses=["digital_signature", "key_agreement", "server_auth"], opts=self._child_opts())
+        ca = a.site_ca if a.site_ca is not None else SiteCA(self._child("ca"), a.site,
+                                                            opts=pulumi.ResourceOptions(parent=self))
+        names = [f"{svc}.{self._dns}" for svc in (SERVER, ONLINE)]
+        names += [f"{svc}.{a.namespace}.svc" for svc in (SERVER, ONLINE)]
+        key, cert = ca.issue(self._child("server"), names, self, validity_hours=a.cert_validity_hours)
         self.ca_certificate = ca.cert_pem
+        data: dict[str, pulumi.Input[str]] = {"tls.crt": cert.cert_pem,
+                                              "tls.key": pulumi.Output.secret(key.private_key_pem),
+                                              "ca.crt": ca.cert_pem}
+        if self._db.verify == "site-ca":
+            # The registry database's certificate is from its site CA (the same one where the CA is shared).
+            data["registry-ca.crt"] = self._db.ca_certificate
         self.tls_secret = k8s.core.v1.Secret(
             self._child("tls"), metadata=self._meta(TLS_SECRET, COMPONENT), type="kubernetes.io/tls",
-            string_data={"tls.crt": cert.cert_pem, "tls.key": pulumi.Output.secret(key.private_key_pem),
-                         "ca.crt": ca.cert_pem},
-            opts=self._child_opts())
+            string_data=data, opts=self._child_opts())
         # Clients (training, serving) verify the feature server against the published CA bundle.
         self.ca_bundles = [k8s.core.v1.ConfigMap(
             self._child(ns, "ca"), metadata=self._meta(CA_CONFIGMAP, COMPONENT, namespace=ns),
@@ -249,7 +253,7 @@ class FeatureStore(pulumi.ComponentResource):
         data: dict[str, pulumi.Input[str]] = {}
         if a.online_store is None:
             pw = random.RandomPassword(self._child("online-password"), length=40, special=False,
-                                       opts=self._child_opts())
+                                       opts=self._child_opts(provider=self._random))
             self._online_password = pw.result
             data["users.acl"] = _concat(
                 "user default off nopass nocommands\n",
@@ -261,15 +265,11 @@ class FeatureStore(pulumi.ComponentResource):
             data["redis-connection"] = _concat(
                 a.online_store.host, f":{a.online_store.port},ssl=true,ssl_cert_reqs=required,password=",
                 a.online_store.auth_token)
-        if a.registry_url is None:
-            pw = random.RandomPassword(self._child("registry-password"), length=40, special=False,
-                                       opts=self._child_opts())
-            data["postgres-password"] = pw.result
-            data["registry-url"] = _concat(
-                f"postgresql+psycopg://{REGISTRY_USER}:", pw.result,
-                f"@{REGISTRY}.{self._dns}:{REGISTRY_PORT}/{REGISTRY_DATABASE}?sslmode=verify-full&sslrootcert=/tls/ca.crt")
-        else:
-            data["registry-url"] = a.registry_url
+        db = self._db
+        root = REGISTRY_CA if db.verify == "site-ca" else RDS_CA_BUNDLE
+        data["registry-url"] = _concat(
+            f"postgresql+psycopg://{db.user}:", db.password, "@", db.host,
+            f":{db.port}/{db.database}?sslmode=verify-full&sslrootcert={root}")
         self.credentials = k8s.core.v1.Secret(
             self._child("credentials"), metadata=self._meta(CREDENTIALS_SECRET, COMPONENT), type="Opaque",
             string_data={k: pulumi.Output.secret(v) for k, v in data.items()}, opts=self._child_opts())
@@ -332,6 +332,11 @@ class FeatureStore(pulumi.ComponentResource):
                                              name="system:auth-delegator"),
             subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name=SERVER, namespace=a.namespace)],
             opts=self._child_opts())
+
+    def _workload_deps(self) -> list:
+        # The registry's bootstrap Job creates the `feast` role and database the server and the job connect to.
+        ready = [self._db.ready] if self._db.ready is not None else []
+        return [self.config_map, self.credentials, self.tls_secret, *ready]
 
     # -- pod pieces ------------------------------------------------------------------------------------------------
 
@@ -449,46 +454,6 @@ class FeatureStore(pulumi.ComponentResource):
             ),
             opts=self._child_opts())
 
-    # -- registry database (on-prem) -------------------------------------------------------------------------------
-
-    def _create_registry(self) -> k8s.apps.v1.StatefulSet:
-        k8s.core.v1.Service(
-            self._child("registry-service"), metadata=self._meta(REGISTRY, REGISTRY),
-            spec=k8s.core.v1.ServiceSpecArgs(type="ClusterIP", selector=selector_labels(REGISTRY, REGISTRY),
-                                             ports=[k8s.core.v1.ServicePortArgs(name="postgres", port=REGISTRY_PORT,
-                                                                                target_port="postgres",
-                                                                                protocol="TCP")]),
-            opts=self._child_opts())
-        container = k8s.core.v1.ContainerArgs(
-            name="postgres", image=self._args.registry_image, image_pull_policy="IfNotPresent",
-            args=["-c", "ssl=on", "-c", "ssl_cert_file=/tls/tls.crt", "-c", "ssl_key_file=/tls/tls.key",
-                  "-c", "ssl_min_protocol_version=TLSv1.2", "-c", "password_encryption=scram-sha-256"],
-            env=[k8s.core.v1.EnvVarArgs(name="POSTGRES_USER", value=REGISTRY_USER),
-                 k8s.core.v1.EnvVarArgs(name="POSTGRES_DB", value=REGISTRY_DATABASE),
-                 k8s.core.v1.EnvVarArgs(name="POSTGRES_PASSWORD_FILE", value="/credentials/postgres-password"),
-                 k8s.core.v1.EnvVarArgs(name="POSTGRES_INITDB_ARGS", value="--auth-host=scram-sha-256"),
-                 k8s.core.v1.EnvVarArgs(name="PGDATA", value=f"/{DATA_VOLUME}/pgdata")],
-            ports=[k8s.core.v1.ContainerPortArgs(name="postgres", container_port=REGISTRY_PORT, protocol="TCP")],
-            resources=guaranteed_resources("500m", "1Gi"),
-            security_context=restricted_container_security_context(POSTGRES_UID),
-            readiness_probe=k8s.core.v1.ProbeArgs(
-                exec_=k8s.core.v1.ExecActionArgs(command=["pg_isready", "-h", "127.0.0.1", "-U", REGISTRY_USER]),
-                period_seconds=10),
-            liveness_probe=k8s.core.v1.ProbeArgs(tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="postgres"),
-                                                 initial_delay_seconds=30, period_seconds=20),
-            volume_mounts=[k8s.core.v1.VolumeMountArgs(name=DATA_VOLUME, mount_path=f"/{DATA_VOLUME}"),
-                           k8s.core.v1.VolumeMountArgs(name="tls", mount_path="/tls", read_only=True),
-                           k8s.core.v1.VolumeMountArgs(name="credentials", mount_path="/credentials", read_only=True),
-                           k8s.core.v1.VolumeMountArgs(name="run", mount_path="/var/run/postgresql"),
-                           k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")])
-        volumes = [self._tls_volume(),
-                   k8s.core.v1.VolumeArgs(name="credentials", secret=k8s.core.v1.SecretVolumeSourceArgs(
-                       secret_name=CREDENTIALS_SECRET, default_mode=0o440,
-                       items=[k8s.core.v1.KeyToPathArgs(key="postgres-password", path="postgres-password")])),
-                   scratch_volume("run", "16Mi"), scratch_volume("tmp", "256Mi")]
-        return self._stateful_set("registry-statefulset", REGISTRY, container, volumes, POSTGRES_UID,
-                                  self._args.registry_storage_gib)
-
     def _create_offline_volume(self) -> k8s.core.v1.PersistentVolumeClaim:
         a = self._args
         labels = {CLASSIFICATION_LABEL: self._held, SITE_LABEL: site_label_value(a.site),
@@ -540,7 +505,7 @@ class FeatureStore(pulumi.ComponentResource):
                                             when_unsatisfiable="ScheduleAnyway",
                                             label_selector=k8s.meta.v1.LabelSelectorArgs(
                                                 match_labels=selector_labels(SERVER, SERVER)))]))),
-            opts=self._child_opts(depends_on=[self.config_map, self.credentials, self.tls_secret]))
+            opts=self._child_opts(depends_on=self._workload_deps()))
         service = k8s.core.v1.Service(
             self._child("server-service"), metadata=self._meta(SERVER, SERVER),
             spec=k8s.core.v1.ServiceSpecArgs(type="ClusterIP", selector=selector_labels(SERVER, SERVER),
@@ -591,7 +556,7 @@ class FeatureStore(pulumi.ComponentResource):
                             metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                             spec=self._pod_spec(MATERIALIZER, [container], volumes, FEAST_UID,
                                                 account=MATERIALIZER, restart_policy="Never"))))),
-            opts=self._child_opts(depends_on=[self.config_map, self.credentials, self.tls_secret]))
+            opts=self._child_opts(depends_on=self._workload_deps()))
 
     # -- network reach ---------------------------------------------------------------------------------------------
 
@@ -625,21 +590,25 @@ class FeatureStore(pulumi.ComponentResource):
                     match_expressions=[k8s.meta.v1.LabelSelectorRequirementArgs(
                         key=NAMESPACE_NAME_LABEL, operator="In", values=list(a.client_namespaces))]))],
                 ports=ports(SERVER_PORT))]))]
-        backends = []
+        egress = []
         if a.online_store is None:
-            backends.append((ONLINE, STORE_PORT))
-        if a.registry_url is None:
-            backends.append((REGISTRY, REGISTRY_PORT))
-        for component, port in backends:
-            # Only the feature server and the materialization job reach the online store and the registry.
-            policies.append(self._policy(f"{component}-allow-feast", net.NetworkPolicySpecArgs(
-                pod_selector=selecting(component), policy_types=["Ingress"],
-                ingress=[net.NetworkPolicyIngressRuleArgs(from_=pods(SERVER, MATERIALIZER), ports=ports(port))])))
-        egress = [net.NetworkPolicyEgressRuleArgs(
-            to=[net.NetworkPolicyPeerArgs(pod_selector=selecting(c)) for c, _ in backends],
-            ports=ports(*[p for _, p in backends]))] if backends else []
+            # Only the feature server and the materialization job reach the online store.
+            policies.append(self._policy(f"{ONLINE}-allow-feast", net.NetworkPolicySpecArgs(
+                pod_selector=selecting(ONLINE), policy_types=["Ingress"],
+                ingress=[net.NetworkPolicyIngressRuleArgs(from_=pods(SERVER, MATERIALIZER),
+                                                          ports=ports(STORE_PORT))])))
+            egress.append(net.NetworkPolicyEgressRuleArgs(
+                to=[net.NetworkPolicyPeerArgs(pod_selector=selecting(ONLINE))], ports=ports(STORE_PORT)))
+        if self._db.server_pod_labels is not None:
+            # The registry's in-cluster database server, in its namespace (its ingress policy admits these pods).
+            egress.append(net.NetworkPolicyEgressRuleArgs(
+                to=[net.NetworkPolicyPeerArgs(
+                    namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={NAMESPACE_NAME_LABEL:
+                                                                                   self._db.namespace}),
+                    pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(self._db.server_pod_labels)))],
+                ports=ports(self._db.port)))
         if a.egress_cidrs:
-            # Managed online store and registry, S3 (gateway endpoint) and the Kubernetes API inside the VPC.
+            # Managed online store, the registry's RDS, S3 (gateway endpoint) and the Kubernetes API inside the VPC.
             egress.append(net.NetworkPolicyEgressRuleArgs(
                 to=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=c)) for c in a.egress_cidrs],
                 ports=ports(STORE_PORT, REGISTRY_PORT, 443)))

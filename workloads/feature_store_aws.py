@@ -1,11 +1,11 @@
-"""FeatureStoreAws: the AWS half of a site's feature store — online store, registry database, offline-store access.
+"""FeatureStoreAws: the AWS half of a site's feature store — online store and offline-store access.
 
 - Online store: an ElastiCache (Valkey) replication group in the data subnets; at-rest encryption under the site's
   CMK for the store's classification, in-transit encryption required, an AUTH token from pulumi-random (a Pulumi
   secret); multi-AZ with automatic failover in prod stacks; its security group admits only the node security group.
-- Registry: Feast's SQL registry in its own RDS PostgreSQL instance (storage encrypted with the same CMK, TLS forced by
-  its parameter group, not public, deletion protection, backups kept in-region, password from pulumi-random). The
-  registry issue's site PostgreSQL server can replace it later: the Kubernetes side only takes a URL.
+- Registry: none here — Feast's SQL registry is a database of its own (`feast_registry`, role `feast`) on the model
+  registry's RDS instance of the site (`ModelRegistry`, `database_clients`); that instance's security group admits
+  the node security group, where the feature server and the materialization job run.
 - Offline store: Parquet under `feature-store/` in the classification's encrypted bucket, reached through IRSA roles
   for the feature server (read) and the materialization job (read; Feast's file offline store only reads) scoped to
   that prefix.
@@ -26,16 +26,9 @@ from components import naming
 
 TYPE_TOKEN = "finml:workloads:FeatureStoreAws"
 REDIS_PORT = 6379
-POSTGRES_PORT = 5432
 OFFLINE_PREFIX = "feature-store"
 DEFAULT_NODE_TYPE = "cache.r7g.large"
-DEFAULT_DB_CLASS = "db.t4g.small"
 VALKEY_VERSION = "8.0"
-POSTGRES_VERSION = "16"
-REGISTRY_DATABASE = "feast_registry"
-REGISTRY_USER = "feast"
-#: RDS CA bundle path inside the feature-store image (workloads/feature_repo/Dockerfile).
-RDS_CA_BUNDLE = "/opt/finml/rds-ca-bundle.pem"
 
 
 @dataclass(frozen=True)
@@ -44,7 +37,7 @@ class FeatureStoreAwsArgs:
     stack: str
     classification: str
     kms_key_arn: pulumi.Input[str]
-    """The site's CMK for `classification` (ElastiCache at rest, RDS storage)."""
+    """The site's CMK for `classification` (ElastiCache at rest)."""
     bucket_name: pulumi.Input[str]
     """The classification's data bucket; the offline store lives under `feature-store/`."""
     vpc_id: pulumi.Input[str]
@@ -56,18 +49,15 @@ class FeatureStoreAwsArgs:
     server_service_account: str
     materializer_service_account: str
     production: bool = False
-    """Prod stacks: two cache nodes across AZs with automatic failover, multi-AZ RDS."""
+    """Prod stacks: two cache nodes across AZs with automatic failover."""
     node_type: str = DEFAULT_NODE_TYPE
-    db_instance_class: str = DEFAULT_DB_CLASS
     extra_tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class FeatureStoreAws(pulumi.ComponentResource):
     replication_group: aws.elasticache.ReplicationGroup
-    registry_db: aws.rds.Instance
     online_host: pulumi.Output[str]
     auth_token: pulumi.Output[str]
-    registry_url: pulumi.Output[str]
     offline_uri: pulumi.Output[str]
     server_role_arn: pulumi.Output[str]
     materializer_role_arn: pulumi.Output[str]
@@ -76,8 +66,9 @@ class FeatureStoreAws(pulumi.ComponentResource):
         super().__init__(TYPE_TOKEN, name, {"site": args.site, "classification": args.classification}, opts)
         self._name = name
         self._args = args
+        # Default providers are disabled stack-wide; random computes into the state only.
+        self._random = random.Provider(self._child("random"), opts=pulumi.ResourceOptions(parent=self))
         self._create_online_store()
-        self._create_registry()
         self._create_roles()
         self.online_host = self.replication_group.primary_endpoint_address
         self.auth_token = pulumi.Output.secret(self._auth_token.result)
@@ -115,7 +106,7 @@ class FeatureStoreAws(pulumi.ComponentResource):
         a = self._args
         self._auth_token = random.RandomPassword(
             self._child("auth-token"), length=48, special=False, min_upper=4, min_lower=4, min_numeric=4,
-            opts=self._opts())
+            opts=pulumi.ResourceOptions(parent=self, provider=self._random))
         subnets_name = self._child("online-subnets")
         subnets = aws.elasticache.SubnetGroup(
             subnets_name, description="finml feature store: data subnets only", subnet_ids=a.data_subnet_ids,
@@ -135,42 +126,6 @@ class FeatureStoreAws(pulumi.ComponentResource):
             snapshot_retention_limit=7 if a.production else 1, auto_minor_version_upgrade=True,
             apply_immediately=False, tags=self._tags(rg_name, data=True),
             opts=self._opts(additional_secret_outputs=["authToken"]))
-
-    # -- registry database -----------------------------------------------------------------------------------------
-
-    def _create_registry(self) -> None:
-        a = self._args
-        self._db_password = random.RandomPassword(self._child("registry-password"), length=40, special=False,
-                                                  opts=self._opts())
-        group_name = self._child("registry-subnets")
-        subnets = aws.rds.SubnetGroup(group_name, subnet_ids=a.data_subnet_ids,
-                                      description="finml feature registry: data subnets only",
-                                      tags=self._tags(group_name), opts=self._opts())
-        params_name = self._child("registry-params")
-        params = aws.rds.ParameterGroup(
-            params_name, family=f"postgres{POSTGRES_VERSION}", description="finml feature registry: TLS only",
-            parameters=[aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1",
-                                                            apply_method="pending-reboot")],
-            tags=self._tags(params_name), opts=self._opts())
-        self.registry_security_group = self._security_group("registry", POSTGRES_PORT)
-        db_name = self._child("registry")
-        self.registry_db = aws.rds.Instance(
-            db_name,
-            engine="postgres", engine_version=POSTGRES_VERSION, instance_class=a.db_instance_class,
-            allocated_storage=20, max_allocated_storage=100, storage_type="gp3",
-            db_name=REGISTRY_DATABASE, username=REGISTRY_USER, password=self._db_password.result,
-            storage_encrypted=True, kms_key_id=a.kms_key_arn,
-            db_subnet_group_name=subnets.name, vpc_security_group_ids=[self.registry_security_group.id],
-            parameter_group_name=params.name, publicly_accessible=False, multi_az=a.production,
-            deletion_protection=True, backup_retention_period=7, copy_tags_to_snapshot=True,
-            skip_final_snapshot=False, final_snapshot_identifier=f"{db_name}-final",
-            auto_minor_version_upgrade=True, iam_database_authentication_enabled=False,
-            tags=self._tags(db_name, data=True),
-            opts=self._opts(additional_secret_outputs=["password"]))
-        self.registry_url = pulumi.Output.secret(pulumi.Output.all(
-            self.registry_db.address, self._db_password.result).apply(
-            lambda v: f"postgresql+psycopg://{REGISTRY_USER}:{v[1]}@{v[0]}:{POSTGRES_PORT}/{REGISTRY_DATABASE}"
-                      f"?sslmode=verify-full&sslrootcert={RDS_CA_BUNDLE}"))
 
     # -- IRSA ------------------------------------------------------------------------------------------------------
 

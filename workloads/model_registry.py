@@ -6,8 +6,12 @@ bucket.
         artifacts (--serve-artifacts): the classification's S3 bucket under mlflow/<site>/ via IRSA | on-prem a PVC
         audit trail: AWS S3 bucket with Object Lock (compliance) and the site CMK
 
-A per-site internal CA (pulumi-tls) signs the server (and on-prem database) certificates; the private keys and every
-password (pulumi-random) are Pulumi secrets; the CA bundle is published as a ConfigMap in the client namespaces.
+The site's CA (`workloads.site_ca.SiteCA`, shared with the site's feature store) signs the server (and on-prem
+database) certificates; the private keys and every password (pulumi-random) are Pulumi secrets; the CA bundle is
+published as a ConfigMap in the client namespaces.
+The database server also hosts other workloads' databases (`database_clients`, e.g. the feature store's Feast SQL
+registry): per client a role and a database of its own with a generated password, created idempotently by a
+bootstrap Job (psql as the server's admin user over TLS); NetworkPolicies admit the client's pods to the server.
 The basic-auth app has an admin (password >= 24 characters) plus `finml-writer` (training) and `finml-reader`
 (serving), created by a bootstrap Job; their credentials land as Secrets in the training and serving namespaces.
 NetworkPolicy admits only the training and serving namespaces and the deploy runners' networks.
@@ -32,6 +36,7 @@ from components.storage import secure_bucket
 from finml.config import region_of
 from workloads.cluster_base import DATA_NAMESPACE, NAMESPACE_NAME_LABEL, SERVING_NAMESPACE, TRAINING_NAMESPACE
 from workloads.options import child_opts
+from workloads.site_ca import SiteCA
 from workloads.pod import (
     guaranteed_resources,
     restricted_container_security_context,
@@ -64,7 +69,86 @@ RDS_ENGINE_VERSION = "17.6"
 RDS_FAMILY = "postgres17"
 AUDIT_RETENTION_DAYS = 2555  # seven years, the usual record-keeping horizon for banking records
 CERT_VALIDITY_HOURS = 24 * 365
-CA_VALIDITY_HOURS = 24 * 365 * 5
+DB_ADMIN_SECRET = f"{DB_COMPONENT}-credentials"
+DB_BOOTSTRAP = f"{DB_COMPONENT}-bootstrap"
+ADMIN_DATABASE = "mlflow"
+"""The server's first database (and its admin user's name): MLflow's backend store."""
+CA_MOUNT = "/ca/ca.crt"
+
+
+@dataclass(frozen=True)
+class DatabaseClient:
+    """Another workload with a database of its own on the registry's database server."""
+
+    role: str
+    """Login role, owner of the database, e.g. `feast`."""
+    database: str
+    namespace: str
+    """Namespace of the pods that connect."""
+    pods: tuple[str, ...]
+    """Their `app.kubernetes.io/name` values (the database's ingress NetworkPolicy admits exactly these)."""
+
+
+@dataclass(frozen=True)
+class SiteDatabase:
+    """How a client reaches its database on the registry's server (`ModelRegistry.databases[role]`)."""
+
+    host: pulumi.Input[str]
+    port: int
+    database: str
+    user: str
+    password: pulumi.Output[str]
+    """A Pulumi secret (RandomPassword of the registry component)."""
+    verify: str
+    """`site-ca`: the server's certificate is from the site CA (on-prem StatefulSet); `rds`: an AWS RDS instance
+    (verify against the AWS RDS CA bundle the client's image carries)."""
+    namespace: str
+    """The registry's namespace (the database's Service and pods on-prem)."""
+    server_pod_labels: Mapping[str, str] | None = None
+    """Selector labels of the in-cluster database pods (None for RDS: reached through the VPC's data subnets)."""
+    ca_certificate: pulumi.Input[str] | None = None
+    """PEM of the CA that signed the in-cluster server's certificate (the site CA); None for RDS."""
+    ready: pulumi.Resource | None = None
+    """The bootstrap Job that creates the role and database: clients depend on it."""
+
+
+def bootstrap_sql(role: str, database: str, admin_database: str = ADMIN_DATABASE) -> str:
+    """psql script creating `role` (login, password from env FINML_DB_PASSWORD) and `database` owned by it.
+
+    Idempotent and convergent: run again it only resets the password to the Secret's value. `CREATE DATABASE`
+    cannot run inside a transaction (so not in a DO block): `\\gexec` runs it only when the database is missing.
+    As a non-superuser admin (the RDS master user) the admin must be a member of the role to give it a database.
+    The password never reaches the Job's log: `\\gset` swallows the rows that carry it.
+    """
+    for what, name in (("role", role), ("database", database), ("admin database", admin_database)):
+        if not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
+            raise ValueError(f"database client {what} {name!r}: lower-case letters, digits and _ only")
+    return f"""\\set ON_ERROR_STOP on
+\\getenv finml_password FINML_DB_PASSWORD
+SELECT set_config('finml.password', :'finml_password', false) IS NULL AS finml_unset \\gset
+DO $bootstrap$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{role}') THEN
+    EXECUTE format('CREATE ROLE %I LOGIN NOCREATEDB NOCREATEROLE PASSWORD %L',
+                   '{role}', current_setting('finml.password'));
+  ELSE
+    EXECUTE format('ALTER ROLE %I WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD %L',
+                   '{role}', current_setting('finml.password'));
+  END IF;
+  -- A re-grant is only a notice; on PostgreSQL 16+ it adds the SET option CREATE DATABASE ... OWNER needs.
+  IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+    EXECUTE format('GRANT %I TO %I', '{role}', current_user);
+  END IF;
+END
+$bootstrap$;
+SELECT set_config('finml.password', '', false) IS NULL AS finml_unset \\gset
+SELECT format('CREATE DATABASE %I OWNER %I', '{database}', '{role}')
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = '{database}') \\gexec
+ALTER DATABASE {database} OWNER TO {role};
+REVOKE ALL ON DATABASE {database} FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role};
+REVOKE CONNECT, TEMPORARY ON DATABASE {admin_database} FROM PUBLIC;
+"""
 
 
 @dataclass(frozen=True)
@@ -106,6 +190,10 @@ class ModelRegistryArgs:
     artifacts_gib: int = 200
     db_storage_gib: int = 50
     aws: AwsRegistryBackend | None = None
+    site_ca: SiteCA | None = None
+    """The site's CA (shared with the feature store); None: the registry makes one of its own."""
+    database_clients: tuple[DatabaseClient, ...] = ()
+    """Other workloads' databases on this registry's database server (e.g. the Feast SQL registry)."""
 
     def __post_init__(self) -> None:
         if self.replicas < 2:
@@ -120,6 +208,8 @@ class ModelRegistry(pulumi.ComponentResource):
     deployment: k8s.apps.v1.Deployment
     database: aws.rds.Instance | k8s.apps.v1.StatefulSet
     audit_bucket: aws.s3.Bucket | None
+    databases: dict[str, SiteDatabase]
+    """Client role -> its database on the server (`ModelRegistryArgs.database_clients`)."""
 
     def __init__(self, name: str, args: ModelRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, {"site": args.site, "classification": args.classification,
@@ -147,9 +237,10 @@ class ModelRegistry(pulumi.ComponentResource):
         self._create_service()
         self._create_deployment()
         self._create_bootstrap_job()
+        self._create_client_databases()
         self._create_network_policies()
 
-        self.ca_bundle = self._ca_cert.cert_pem
+        self.ca_bundle = self._ca.cert_pem
         self.register_outputs({"trackingUri": self.tracking_uri, "caBundle": self.ca_bundle,
                                "site": args.site, "classification": args.classification})
 
@@ -176,52 +267,19 @@ class ModelRegistry(pulumi.ComponentResource):
     # ------------------------------------------------------------------------------------------------ CA, secrets
 
     def _create_local_providers(self) -> None:
-        # Default providers are disabled stack-wide; these two run locally and place nothing anywhere.
-        self._tls = tls.Provider(child_name(self._name, "tls"), opts=pulumi.ResourceOptions(parent=self))
+        # Default providers are disabled stack-wide; this one runs locally and places nothing anywhere.
         self._random = random.Provider(child_name(self._name, "random"), opts=pulumi.ResourceOptions(parent=self))
-
-    def _tls_opts(self, **extra: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, provider=self._tls, **extra)
 
     def _create_ca(self) -> None:
         a = self._args
-        ca_name = child_name(self._name, "ca")
-        self._ca_key = tls.PrivateKey(child_name(ca_name, "key"), algorithm="ECDSA", ecdsa_curve="P256",
-                                      opts=self._tls_opts(additional_secret_outputs=["privateKeyPem"]))
-        self._ca_cert = tls.SelfSignedCert(
-            child_name(ca_name, "cert"),
-            private_key_pem=self._ca_key.private_key_pem,
-            is_ca_certificate=True,
-            max_path_length=0,
-            set_subject_key_id=True,
-            validity_period_hours=CA_VALIDITY_HOURS,
-            early_renewal_hours=24 * 90,
-            allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
-            subject=tls.SelfSignedCertSubjectArgs(common_name=f"finml model registry CA {a.site}",
-                                                  organization="finml"),
-            opts=self._tls_opts(),
-        )
-        self._server_key, self._server_cert = self._issue("server", [self.service_host, COMPONENT,
-                                                                     f"{COMPONENT}.{a.namespace}.svc"])
+        self._ca = a.site_ca if a.site_ca is not None else SiteCA(
+            child_name(self._name, "ca"), a.site, opts=pulumi.ResourceOptions(parent=self))
+        self._server_key, self._server_cert = self._ca.issue(
+            child_name(self._name, "server"), [self.service_host, COMPONENT, f"{COMPONENT}.{a.namespace}.svc"], self)
         if a.aws is None:
             db_host = f"{DB_COMPONENT}.{a.namespace}.svc.cluster.local"
-            self._db_key, self._db_cert = self._issue("db", [db_host, DB_COMPONENT])
-
-    def _issue(self, what: str, dns_names: list[str]) -> tuple[tls.PrivateKey, tls.LocallySignedCert]:
-        base = child_name(self._name, what)
-        key = tls.PrivateKey(child_name(base, "key"), algorithm="ECDSA", ecdsa_curve="P256",
-                             opts=self._tls_opts(additional_secret_outputs=["privateKeyPem"]))
-        request = tls.CertRequest(child_name(base, "csr"), private_key_pem=key.private_key_pem,
-                                  dns_names=dns_names,
-                                  subject=tls.CertRequestSubjectArgs(common_name=dns_names[0], organization="finml"),
-                                  opts=self._tls_opts())
-        cert = tls.LocallySignedCert(child_name(base, "cert"), cert_request_pem=request.cert_request_pem,
-                                     ca_private_key_pem=self._ca_key.private_key_pem,
-                                     ca_cert_pem=self._ca_cert.cert_pem,
-                                     validity_period_hours=CERT_VALIDITY_HOURS, early_renewal_hours=24 * 30,
-                                     allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
-                                     opts=self._tls_opts())
-        return key, cert
+            self._db_key, self._db_cert = self._ca.issue(
+                child_name(self._name, "db"), [db_host, DB_COMPONENT, f"{DB_COMPONENT}.{a.namespace}.svc"], self)
 
     def _password(self, what: str, length: int = 32) -> random.RandomPassword:
         # URL- and ini-safe: the passwords go into a database URI and the auth app's ini file.
@@ -339,7 +397,7 @@ class ModelRegistry(pulumi.ComponentResource):
         self._db_tls = k8s.core.v1.Secret(
             child_name(self._name, "db-tls"), metadata=self._meta(f"{DB_COMPONENT}-tls"), type="kubernetes.io/tls",
             string_data={"tls.crt": self._db_cert.cert_pem, "tls.key": self._db_key.private_key_pem,
-                         "ca.crt": self._ca_cert.cert_pem},
+                         "ca.crt": self._ca.cert_pem},
             opts=self._k8s(additional_secret_outputs=["stringData"]))
         self._db_secret = k8s.core.v1.Secret(
             child_name(self._name, "db-credentials"), metadata=self._meta(f"{DB_COMPONENT}-credentials"),
@@ -464,7 +522,7 @@ class ModelRegistry(pulumi.ComponentResource):
             opts=self._k8s(additional_secret_outputs=["stringData"]))
         self._ca_configmaps = [k8s.core.v1.ConfigMap(
             child_name(self._name, "ca-bundle", ns), metadata=self._meta(CA_BUNDLE_CONFIGMAP, namespace=ns),
-            data={"ca.crt": self._ca_cert.cert_pem}, opts=self._k8s())
+            data={"ca.crt": self._ca.cert_pem}, opts=self._k8s())
             for ns in (a.namespace, *a.client_namespaces)]
         # Clients read these with MLflow's standard variables (MLFLOW_TRACKING_USERNAME/PASSWORD/SERVER_CERT_PATH).
         users = {TRAINING_NAMESPACE: (WRITER_USER, self._writer_password),
@@ -632,6 +690,91 @@ class ModelRegistry(pulumi.ComponentResource):
                             name=CA_BUNDLE_CONFIGMAP))]))),
             opts=self._k8s(depends_on=self._deps(self.deployment)))
 
+    # ------------------------------------------------------------------------------------------------ client databases
+
+    def _admin_secret(self) -> k8s.core.v1.Secret:
+        """The server's admin credentials for the bootstrap Jobs: on-prem the StatefulSet's own Secret; on AWS the
+        RDS master user's, made here (nothing else in the cluster needs it)."""
+        if self._args.aws is None:
+            return self._db_secret
+        return k8s.core.v1.Secret(
+            child_name(self._name, "db-credentials"), metadata=self._meta(DB_ADMIN_SECRET), type="Opaque",
+            string_data={"POSTGRES_USER": "mlflow", "POSTGRES_DB": ADMIN_DATABASE,
+                         "POSTGRES_PASSWORD": self._db_password.result},
+            opts=self._k8s(additional_secret_outputs=["stringData"]))
+
+    def _create_client_databases(self) -> None:
+        a = self._args
+        self.databases = {}
+        self._bootstrap_jobs = []
+        if not a.database_clients:
+            return
+        admin = self._admin_secret()
+        core = k8s.core.v1
+        for client in a.database_clients:
+            what = f"{DB_BOOTSTRAP}-{client.role}"
+            # It holds the server's admin credentials: labelled with the registry's classification.
+            labels = workload_labels(DB_BOOTSTRAP, what, a.site, a.classification)
+            password = self._password(f"db-{client.role}", 40)
+            secret = core.Secret(
+                child_name(self._name, "db", client.role, "credentials"),
+                metadata=self._meta(f"{DB_COMPONENT}-{client.role}-credentials"), type="Opaque",
+                string_data={"password": password.result},
+                opts=self._k8s(additional_secret_outputs=["stringData"]))
+            script = core.ConfigMap(
+                child_name(self._name, "db", client.role, "bootstrap-sql"), metadata=self._meta(what),
+                data={"bootstrap.sql": bootstrap_sql(client.role, client.database)}, opts=self._k8s())
+
+            def from_secret(name: str, secret_name: str, key: str) -> core.EnvVarArgs:
+                return core.EnvVarArgs(name=name, value_from=core.EnvVarSourceArgs(
+                    secret_key_ref=core.SecretKeySelectorArgs(name=secret_name, key=key)))
+
+            # On-prem the server's certificate is verified against the site CA; the postgres image carries no AWS
+            # RDS CA bundle, so against RDS TLS is required (rds.force_ssl) but not verified, as for MLflow itself.
+            tls_env = ([core.EnvVarArgs(name="PGSSLMODE", value="require")] if a.aws is not None else
+                       [core.EnvVarArgs(name="PGSSLMODE", value="verify-full"),
+                        core.EnvVarArgs(name="PGSSLROOTCERT", value=CA_MOUNT)])
+            env = [core.EnvVarArgs(name="PGHOST", value=self._db_host),
+                   core.EnvVarArgs(name="PGPORT", value=str(POSTGRES_PORT)),
+                   core.EnvVarArgs(name="PGDATABASE", value=ADMIN_DATABASE),
+                   core.EnvVarArgs(name="PGCONNECT_TIMEOUT", value="10"),
+                   core.EnvVarArgs(name="PGAPPNAME", value=what),
+                   from_secret("PGUSER", DB_ADMIN_SECRET, "POSTGRES_USER"),
+                   from_secret("PGPASSWORD", DB_ADMIN_SECRET, "POSTGRES_PASSWORD"),
+                   from_secret("FINML_DB_PASSWORD", f"{DB_COMPONENT}-{client.role}-credentials", "password"),
+                   *tls_env, core.EnvVarArgs(name="HOME", value="/tmp")]
+            job = k8s.batch.v1.Job(
+                child_name(self._name, "db", client.role, "bootstrap"), metadata=self._meta(what, labels),
+                spec=k8s.batch.v1.JobSpecArgs(
+                    backoff_limit=10, active_deadline_seconds=900, ttl_seconds_after_finished=3600,
+                    template=core.PodTemplateSpecArgs(
+                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                        spec=core.PodSpecArgs(
+                            restart_policy="OnFailure", node_selector=site_node_selector(a.site),
+                            automount_service_account_token=False, enable_service_links=False,
+                            security_context=restricted_pod_security_context(POSTGRES_UID),
+                            containers=[core.ContainerArgs(
+                                name="psql", image=a.db_image, image_pull_policy="IfNotPresent",
+                                command=["psql", "--no-psqlrc", "--quiet", "--file", "/sql/bootstrap.sql"],
+                                env=env, resources=guaranteed_resources("100m", "128Mi"),
+                                security_context=restricted_container_security_context(POSTGRES_UID),
+                                volume_mounts=[core.VolumeMountArgs(name="ca", mount_path="/ca", read_only=True),
+                                               core.VolumeMountArgs(name="sql", mount_path="/sql", read_only=True),
+                                               core.VolumeMountArgs(name="tmp", mount_path="/tmp")])],
+                            volumes=[core.VolumeArgs(name="ca", config_map=core.ConfigMapVolumeSourceArgs(
+                                         name=CA_BUNDLE_CONFIGMAP)),
+                                     core.VolumeArgs(name="sql", config_map=core.ConfigMapVolumeSourceArgs(
+                                         name=what)),
+                                     scratch_volume("tmp", "16Mi")]))),
+                opts=self._k8s(depends_on=self._deps(self.database, admin, secret, script, *self._ca_configmaps)))
+            self._bootstrap_jobs.append(job)
+            self.databases[client.role] = SiteDatabase(
+                host=self._db_host, port=POSTGRES_PORT, database=client.database, user=client.role,
+                password=pulumi.Output.secret(password.result), verify="rds" if a.aws is not None else "site-ca",
+                namespace=a.namespace,
+                server_pod_labels=None if a.aws is not None else selector_labels(DB_COMPONENT, DB_COMPONENT),
+                ca_certificate=None if a.aws is not None else self._ca.cert_pem, ready=job)
+
     # ------------------------------------------------------------------------------------------------ network
 
     def _np(self, name: str, namespace: str, spec: k8s.networking.v1.NetworkPolicySpecArgs
@@ -655,6 +798,12 @@ class ModelRegistry(pulumi.ComponentResource):
         policies = [self._np("ingress", a.namespace, np.NetworkPolicySpecArgs(
             pod_selector=server_pods, policy_types=["Ingress"],
             ingress=[np.NetworkPolicyIngressRuleArgs(from_=peers, ports=https)]))]
+        bootstrap_pods = k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": DB_BOOTSTRAP})
+        if a.aws is not None:
+            db_peers_out = [np.NetworkPolicyPeerArgs(ip_block=np.IPBlockArgs(cidr=c)) for c in a.aws.data_subnet_cidrs]
+        else:
+            db_peers_out = [np.NetworkPolicyPeerArgs(pod_selector=k8s.meta.v1.LabelSelectorArgs(
+                match_labels=selector_labels(DB_COMPONENT, DB_COMPONENT)))]
         if a.aws is not None:
             # RDS in the data subnets; S3 and STS through the VPC's interface/gateway endpoints on 443.
             egress = [np.NetworkPolicyEgressRuleArgs(
@@ -667,11 +816,20 @@ class ModelRegistry(pulumi.ComponentResource):
             egress = [np.NetworkPolicyEgressRuleArgs(to=[np.NetworkPolicyPeerArgs(pod_selector=db_pods)],
                                                      ports=[np.NetworkPolicyPortArgs(protocol="TCP",
                                                                                      port=POSTGRES_PORT)])]
+            db_peers = [np.NetworkPolicyPeerArgs(pod_selector=server_pods)]
+            if a.database_clients:
+                db_peers.append(np.NetworkPolicyPeerArgs(pod_selector=bootstrap_pods))
+            # Each client's pods, in their own namespace (the feature server and the materialization job).
+            db_peers += [np.NetworkPolicyPeerArgs(
+                namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={NAMESPACE_NAME_LABEL: c.namespace}),
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_expressions=[
+                    k8s.meta.v1.LabelSelectorRequirementArgs(key="app.kubernetes.io/name", operator="In",
+                                                             values=sorted(c.pods))]))
+                for c in a.database_clients]
             policies.append(self._np("db-ingress", a.namespace, np.NetworkPolicySpecArgs(
                 pod_selector=db_pods, policy_types=["Ingress"],
                 ingress=[np.NetworkPolicyIngressRuleArgs(
-                    from_=[np.NetworkPolicyPeerArgs(pod_selector=server_pods)],
-                    ports=[np.NetworkPolicyPortArgs(protocol="TCP", port=POSTGRES_PORT)])])))
+                    from_=db_peers, ports=[np.NetworkPolicyPortArgs(protocol="TCP", port=POSTGRES_PORT)])])))
         policies.append(self._np("egress", a.namespace, np.NetworkPolicySpecArgs(
             pod_selector=server_pods, policy_types=["Egress"], egress=egress)))
         policies.append(self._np("bootstrap-egress", a.namespace, np.NetworkPolicySpecArgs(
@@ -680,6 +838,12 @@ class ModelRegistry(pulumi.ComponentResource):
             policy_types=["Egress"],
             egress=[np.NetworkPolicyEgressRuleArgs(to=[np.NetworkPolicyPeerArgs(pod_selector=server_pods)],
                                                    ports=https)])))
+        if a.database_clients:
+            # The database bootstrap Jobs reach only the database server.
+            policies.append(self._np("db-bootstrap-egress", a.namespace, np.NetworkPolicySpecArgs(
+                pod_selector=bootstrap_pods, policy_types=["Egress"],
+                egress=[np.NetworkPolicyEgressRuleArgs(
+                    to=db_peers_out, ports=[np.NetworkPolicyPortArgs(protocol="TCP", port=POSTGRES_PORT)])])))
         for ns in a.client_namespaces:
             policies.append(self._np(f"{ns}-egress", ns, np.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(), policy_types=["Egress"],

@@ -1,7 +1,9 @@
 """Wiring of the ML platform from stack config: lineage once per stack, workloads once per cluster (site).
 
 `__main__.py` calls `register_lineage(stack)` once, then `deploy_platform(stack, site, provider, profiles)` for each
-site with a Kubernetes cluster, passing that cluster's provider. Nothing here decides residency: workloads are
+site with a Kubernetes cluster, passing that cluster's provider. Per site it makes the cluster base, the site's CA
+(shared by the model registry and the feature store), the model registry, then the feature store, whose Feast
+registry is a database on the model registry's database server. Nothing here decides residency: workloads are
 placed where the config says, and the policy pack judges the result (a misplaced restricted feature store is still
 registered, so the pack can see and reject it).
 """
@@ -23,18 +25,23 @@ from workloads import serving as serving_module
 from workloads import training as training_module
 from workloads import training_job as training_job_module
 from finml import mig_planner
-from workloads.feature_store import ExternalOnlineStore, FeatureStore, FeatureStoreArgs
+from workloads.feature_store import ExternalOnlineStore, FeatureStore, FeatureStoreArgs, registry_database_client
 from workloads.feature_store_aws import FeatureStoreAws, FeatureStoreAwsArgs
 from workloads.gpu_operator import GpuOperator, GpuOperatorArgs
 from workloads.gpu_operator.component import DEVICE_PLUGIN_CONFIG_LABEL, time_slicing_config_name
 from workloads.lineage import Dataset, DatasetArgs, Model, ModelArgs, model_classification
 from workloads.serving import InferenceService, InferenceServiceArgs
+from workloads.site_ca import SiteCA
 from workloads.training import Training, TrainingArgs, gpu_quota_for
 from workloads.training_aws import TrainingAws, TrainingAwsArgs
 
 
 class PlatformDeployment(TypedDict):
     cluster_base: ClusterBase
+    site_ca: SiteCA | None
+    """The site's CA, shared by its model registry and feature store (None on a site without a registry)."""
+    model_registry: Any
+    """workloads.model_registry.ModelRegistry, or None where `finml:platform.registry.sites` omits the site."""
     feature_store: FeatureStore | None
     training: Training | None
     inference_services: dict[str, InferenceService]
@@ -102,7 +109,8 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
     Every Kubernetes object gets `k8s_provider` (the site's cluster) and waits for the ClusterBase namespaces and
     policies. Workloads carry their model's name and classification (props and labels); `gpu_quota` caps the
     whole GPUs requested per training/serving namespace. `aws_site` (components.aws_site.AwsSiteOutputs) and
-    `aws_provider`: the site's AWS infrastructure, so the feature store uses ElastiCache, RDS and S3 there.
+    `aws_provider`: the site's AWS infrastructure, so the feature store uses ElastiCache and S3 there and the model
+    registry RDS (without them every store is in-cluster, as on-prem: the mode the workload tests use).
     `gpu_plan` (finml.mig_planner.SitePlan): the site's plan from `mig_planner.plan_gpus`, the same object the site's
     EKS node groups took their `nvidia.com/mig.config` labels from (`__main__.py` plans each site once); planned
     here only when a caller deploys the platform alone.
@@ -123,10 +131,14 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
     store_args = None
     store_aws = None
     if store is not None and store.site == site:
+        if platform.registry is None or site not in platform.registry.sites:
+            # finml.config refuses this first; the guard holds for stacks built without it.
+            raise ValueError(f"{stack.source}: finml:platform.workloads.featureStore.site: {site} has no model "
+                             f"registry, whose database server holds the Feast registry; add {site} to "
+                             f"finml:platform.registry.sites")
         store_args = FeatureStoreArgs(site=site, classification=store.classification,
                                       image=image(feature_store_module.DEFAULT_IMAGE),
-                                      online_image=image(feature_store_module.ONLINE_IMAGE),
-                                      registry_image=image(feature_store_module.REGISTRY_IMAGE))
+                                      online_image=image(feature_store_module.ONLINE_IMAGE))
         if aws_site is not None and aws_site.cluster is not None and aws_site.network is not None:
             store_aws = feature_store_aws_args(stack, site, store.classification, aws_site)
     # Training runs are rendered per run (`finml train render`); the cluster keeps what they all rely on.
@@ -178,14 +190,21 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
     def workload_opts() -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(providers=[k8s_provider], depends_on=[base])
 
+    has_registry = platform.registry is not None and site in platform.registry.sites
+    site_ca = SiteCA(child_name("site-ca", site), site) if has_registry else None
+    model_registry = deploy_model_registry(
+        stack, site, k8s_provider, base, aws_site=aws_site, aws_provider=aws_provider, site_ca=site_ca,
+        database_clients=(registry_database_client(),) if store_args is not None else ())
     feature_store = None
     if store_args is not None:
+        store_args = dataclasses.replace(store_args, site_ca=site_ca,
+                                         registry_database=model_registry.databases["feast"])
         if store_aws is not None:
             infra = FeatureStoreAws(child_name("feature-store", site, "aws"), store_aws,
                                     opts=pulumi.ResourceOptions(provider=aws_provider))
             store_args = dataclasses.replace(
                 store_args, online_store=ExternalOnlineStore(host=infra.online_host, auth_token=infra.auth_token),
-                registry_url=infra.registry_url, offline_uri=infra.offline_uri,
+                offline_uri=infra.offline_uri,
                 server_role_arn=infra.server_role_arn, materializer_role_arn=infra.materializer_role_arn,
                 egress_cidrs=(stack.aws_sites[site].network.vpc_cidr,))
         feature_store = FeatureStore(child_name("feature-store", site), store_args, opts=workload_opts())
@@ -197,7 +216,8 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                                                            opts=workload_opts())
                           for a in serving_args}
 
-    return PlatformDeployment(cluster_base=base, feature_store=feature_store, training=training,
+    return PlatformDeployment(cluster_base=base, site_ca=site_ca, model_registry=model_registry,
+                              feature_store=feature_store, training=training,
                               inference_services=inference_services, gpu_operator=gpu_operator)
 
 
@@ -266,11 +286,14 @@ def deploy_runner_cidrs(stack: StackConfig, site: str) -> tuple[str, ...]:
 
 
 def deploy_model_registry(stack: StackConfig, site: str, k8s_provider: k8s.Provider, cluster_base: ClusterBase, *,
-                          aws_site: Any = None, aws_provider: Any = None) -> Any:
+                          aws_site: Any = None, aws_provider: Any = None, site_ca: SiteCA | None = None,
+                          database_clients: tuple = ()) -> Any:
     """The site's MLflow registry when `finml:platform.registry.sites` names the site; None otherwise.
 
-    `aws_site` (components.aws_site.AwsSiteOutputs) and `aws_provider` are required for AWS sites: the registry's
-    database, artifact prefix, IRSA role and audit bucket live in the site's account and region.
+    `aws_site` (components.aws_site.AwsSiteOutputs) and `aws_provider`: on AWS sites the registry's database,
+    artifact prefix, IRSA role and audit bucket live in the site's account and region; without them (a caller
+    deploying the platform alone) it runs in-cluster, as on-prem. `site_ca`: the site's CA; `database_clients`
+    (workloads.model_registry.DatabaseClient): other workloads' databases on the registry's database server.
     """
     from finml.config import AwsSite
     from workloads import model_registry as registry_module
@@ -279,7 +302,7 @@ def deploy_model_registry(stack: StackConfig, site: str, k8s_provider: k8s.Provi
     registry = stack.platform.registry
     if registry is None or site not in registry.sites:
         return None
-    if isinstance(stack.platform.sites[site], AwsSite) and (aws_site is None or aws_site.cluster is None):
+    if isinstance(stack.platform.sites[site], AwsSite) and aws_site is not None and aws_site.cluster is None:
         raise ValueError(f"{stack.source}: the model registry on {site} needs the site's AWS components "
                          f"(network, keys, storage, EKS cluster)")
     image_registry = stack.image_registry(site)
@@ -291,6 +314,7 @@ def deploy_model_registry(stack: StackConfig, site: str, k8s_provider: k8s.Provi
         site=site, stack=stack.stack, classification=registry.sites[site].classification,
         image=image(registry_module.DEFAULT_IMAGE), db_image=image(registry_module.DEFAULT_DB_IMAGE),
         deploy_runner_cidrs=deploy_runner_cidrs(stack, site),
-        aws=registry_backend_for(stack, site, aws_site, aws_provider))
+        aws=registry_backend_for(stack, site, aws_site, aws_provider), site_ca=site_ca,
+        database_clients=tuple(database_clients))
     return ModelRegistry(child_name("model-registry", site), args,
                          opts=pulumi.ResourceOptions(providers=[k8s_provider], depends_on=[cluster_base]))

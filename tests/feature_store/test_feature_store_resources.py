@@ -67,9 +67,12 @@ def test_elasticache_multi_az_in_prod_single_node_in_dev(plan):
 
 
 def test_online_store_and_registry_sit_in_data_subnets_reachable_only_from_nodes(plan):
+    """The online store, and the model registry's RDS instance that holds the Feast registry: the feature server
+    and the materialization job run on the nodes the security groups admit."""
     p = plan["aws-eu-prod"]
     for res, group_prop, sg_prop, port in ((_one(p, RG), "subnetGroupName", "securityGroupIds", 6379),
-                                           (_one(p, RDS), "dbSubnetGroupName", "vpcSecurityGroupIds", 5432)):
+                                           (_one(p, RDS, "model-registry-"), "dbSubnetGroupName",
+                                            "vpcSecurityGroupIds", 5432)):
         (group,) = _dep(p, res, group_prop)
         subnets = _dep(p, group, "subnetIds")
         assert subnets and all("-data-" in s.name for s in subnets), [s.name for s in subnets]
@@ -83,8 +86,11 @@ def test_online_store_and_registry_sit_in_data_subnets_reachable_only_from_nodes
 
 
 def test_registry_database_is_encrypted_private_tls_only_and_protected(plan):
+    """The Feast registry is a database on the site's one registry server: no RDS instance of the store's own."""
+    for name in ("aws-eu-prod", "dev"):
+        assert [r.name for r in plan[name].resources if r.type == RDS] == ["model-registry-aws-eu-central-1-db"]
     p = plan["aws-eu-prod"]
-    db = _one(p, RDS)
+    db = _one(p, RDS, "model-registry-")
     assert db.props["engine"] == "postgres" and db.props["storageEncrypted"] is True
     assert db.props["publiclyAccessible"] is False and db.props["deletionProtection"] is True
     assert db.props["backupRetentionPeriod"] >= 7 and db.props["password"] == {"secret": True}

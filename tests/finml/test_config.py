@@ -227,3 +227,14 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert re.search(r"Pulumi\.dev\.yaml:\d+: finml:platform\.sites\.aws:eu-central-1\.network\.vpcCidr", proc.stderr)
     assert "not a private range" in proc.stderr
+
+
+def test_a_feature_store_site_without_a_model_registry_is_rejected(tmp_path):
+    doc = stack_doc("aws-eu-prod")
+    del doc["config"]["finml:platform"]["registry"]
+    doc["config"]["finml:platform"]["workloads"]["training"] = []
+    doc["config"]["finml:platform"]["workloads"]["serving"] = []
+    expect_error(tmp_path, doc, "finml:platform.workloads.featureStore.site",
+                 "aws:eu-central-1 has no model registry, whose database server holds the feature store's Feast "
+                 "registry; add aws:eu-central-1 to finml:platform.registry.sites")
+

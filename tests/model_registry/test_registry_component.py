@@ -235,12 +235,22 @@ def test_server_deployment_tls_auth_replicas_pdb_probes_priority(stack_run):
         assert problems == []
 
 
+def _site_ca(monitor, site_slug: str):
+    (ca,) = [r for r in monitor.of_type("tls:index/selfSignedCert:SelfSignedCert")
+             if r.parent and r.parent.endswith(f"finml:workloads:SiteCA::site-ca-{site_slug}")]
+    return ca
+
+
 def test_per_site_ca_keys_are_secrets_and_the_bundle_is_published(stack_run):
     _, monitor = stack_run
     for name in registries(monitor):
         recs = children(monitor, name)
-        ca = one(recs, "tls:index/selfSignedCert:SelfSignedCert").inputs
-        assert ca["isCaCertificate"] is True and "cert_signing" in ca["allowedUses"]
+        ca = _site_ca(monitor, name.removeprefix("model-registry-"))
+        assert ca.inputs["isCaCertificate"] is True and "cert_signing" in ca.inputs["allowedUses"]
+        # The registry's certificates are signed by the site's one CA, not by a CA of its own.
+        assert not [r for r in recs if r.typ == "tls:index/selfSignedCert:SelfSignedCert"]
+        for cert in (r for r in recs if r.typ == "tls:index/locallySignedCert:LocallySignedCert"):
+            assert ca.urn in cert.dependencies, cert
         for key in (r for r in recs if r.typ == "tls:index/privateKey:PrivateKey"):
             assert key.inputs["algorithm"] == "ECDSA"
         admin = one(recs, "random:index/randomPassword:RandomPassword", "-admin-password").inputs
@@ -296,3 +306,72 @@ def test_registry_objects_pinned_to_their_site(stack_run):
         site = reg.removeprefix("model-registry-").replace("aws-", "aws:", 1).replace("onprem-", "onprem:", 1)
         dep = one(children(monitor, reg), "kubernetes:apps/v1:Deployment").inputs
         assert dep["spec"]["template"]["spec"]["nodeSelector"]["finml.io/site"] == site_label_value(site)
+
+
+# -- the feature store's Feast registry on the registry's database server ----------------------------------------------
+
+
+def _store_children(monitor, site_slug: str):
+    return [r for r in monitor.registered
+            if r.parent and r.parent.endswith(f"finml:workloads:FeatureStore::feature-store-{site_slug}")]
+
+
+@pytest.mark.parametrize("stack_name, site_slug, host, root", [
+    ("aws-eu-prod", "aws-eu-central-1", "registry-db.example.internal", "/opt/finml/rds-ca-bundle.pem"),
+    ("onprem-dc1", "onprem-fra-dc1", "model-registry-db.finml-data.svc.cluster.local", "/tls/registry-ca.crt"),
+])
+def test_feast_registry_is_its_own_database_on_the_registry_server(stack_name, site_slug, host, root):
+    from workloads.model_registry import bootstrap_sql
+
+    monitor = program_run(stack_name)
+    recs = children(monitor, f"model-registry-{site_slug}")
+    store = _store_children(monitor, site_slug)
+    # No database server of the feature store's own, anywhere.
+    assert not [r for r in monitor.registered if r.typ == "aws:rds/instance:Instance" and "feature" in r.name]
+    assert not [r for r in store if r.typ == "kubernetes:apps/v1:StatefulSet"
+                and r.inputs["metadata"]["name"] != "feature-store"]
+    creds = next(r for r in store if r.typ == "kubernetes:core/v1:Secret"
+                 and r.inputs["metadata"]["name"] == "feature-store-credentials")
+    url = unwrap(creds.inputs["stringData"])["registry-url"]
+    assert url == (f"postgresql+psycopg://feast:mock-password@{host}:5432/feast_registry"
+                   f"?sslmode=verify-full&sslrootcert={root}")
+    feast_password = one(recs, "random:index/randomPassword:RandomPassword", "-db-feast-password")
+    assert feast_password.inputs["length"] >= 32 and feast_password.inputs["special"] is False
+    assert feast_password.urn in creds.dependencies, "the feature store's URL carries the feast role's password"
+    script = one(recs, "kubernetes:core/v1:ConfigMap", "-db-feast-bootstrap-sql").inputs
+    assert script["data"]["bootstrap.sql"] == bootstrap_sql("feast", "feast_registry")
+    job = one(recs, "kubernetes:batch/v1:Job", "-db-feast-bootstrap")
+    pod = job.inputs["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"] == ["psql", "--no-psqlrc", "--quiet", "--file", "/sql/bootstrap.sql"]
+    env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+    assert env["PGHOST"] == host and env["PGDATABASE"] == "mlflow"
+    assert env["PGUSER"] == {"name": "model-registry-db-credentials", "key": "POSTGRES_USER"}
+    assert env["PGPASSWORD"] == {"name": "model-registry-db-credentials", "key": "POSTGRES_PASSWORD"}
+    assert env["FINML_DB_PASSWORD"] == {"name": "model-registry-db-feast-credentials", "key": "password"}
+    if stack_name == "onprem-dc1":
+        assert (env["PGSSLMODE"], env["PGSSLROOTCERT"]) == ("verify-full", "/ca/ca.crt")
+        tls_secret = next(r for r in store if r.typ == "kubernetes:core/v1:Secret"
+                          and r.inputs["metadata"]["name"] == "feature-store-tls")
+        assert "registry-ca.crt" in unwrap(tls_secret.inputs["stringData"])
+    else:
+        assert env["PGSSLMODE"] == "require" and "PGSSLROOTCERT" not in env
+    assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "OnFailure"
+    assert pod_security_problems(job.urn, job.inputs["spec"]["template"], site_label_value(
+        site_slug.replace("aws-", "aws:", 1).replace("onprem-", "onprem:", 1))) == []
+    # The feature server and the materialization job start only after the role and database exist.
+    for kind in ("kubernetes:apps/v1:Deployment", "kubernetes:batch/v1:CronJob"):
+        workload = one(store, kind)
+        assert job.urn in workload.dependencies, workload
+
+
+def test_feature_store_and_registry_share_the_site_ca(stack_run):
+    _, monitor = stack_run
+    for store in monitor.of_type("finml:workloads:FeatureStore"):
+        site_slug = store.name.removeprefix("feature-store-")
+        ca = _site_ca(monitor, site_slug)
+        certs = [r for r in _store_children(monitor, site_slug)
+                 if r.typ == "tls:index/locallySignedCert:LocallySignedCert"]
+        assert certs and all(ca.urn in c.dependencies for c in certs), certs
+        assert not [r for r in _store_children(monitor, site_slug)
+                    if r.typ == "tls:index/selfSignedCert:SelfSignedCert"]

@@ -105,10 +105,14 @@ def test_workloads_are_labelled_with_their_models_classification(any_stack):
                 f"{record}: {where} classification {labels.get(CLASSIFICATION_LABEL)!r} != model's"
 
 
+PLATFORM_SERVICES = ("finml:workloads:FeatureStore", "finml:workloads:ModelRegistry")
+
+
 def model_workloads(monitor, *kinds):
-    """Training jobs and inference services: the Jobs/Deployments that are not part of the feature store."""
+    """Training jobs and inference services: the Jobs/Deployments that are not part of the feature store or the
+    model registry."""
     kinds = kinds or ("Job", "Deployment")
-    return [r for kind in kinds for r in monitor.k8s(kind) if r.parent_type != "finml:workloads:FeatureStore"]
+    return [r for kind in kinds for r in monitor.k8s(kind) if r.parent_type not in PLATFORM_SERVICES]
 
 
 # -- placement -----------------------------------------------------------------------------------------------------
@@ -117,12 +121,18 @@ def model_workloads(monitor, *kinds):
 def test_workloads_go_only_to_the_sites_config_names(hybrid):
     placed = {(r.kind, r.inputs["metadata"]["name"], hybrid.provider_of(r))
               for r in hybrid.k8s() if r.kind in ("Job", "Deployment", "StatefulSet")}
-    assert placed == {
-        ("StatefulSet", "feature-store", provider_name("onprem:fra-dc1")),
-        ("StatefulSet", "feature-registry", provider_name("onprem:fra-dc1")),
-        ("Deployment", "feature-server", provider_name("onprem:fra-dc1")),
-        ("Deployment", "aml-detector", provider_name("onprem:fra-dc1")),
-        ("Deployment", "fraud-scorer", provider_name("aws:eu-central-1")),
+    fra, aws = provider_name("onprem:fra-dc1"), provider_name("aws:eu-central-1")
+    # Without the AWS site's components (this harness) the AWS registry keeps its database in-cluster too.
+    registry = {(kind, name, site) for site in (fra, aws) for kind, name in (
+        ("Deployment", "model-registry"), ("StatefulSet", "model-registry-db"),
+        ("Job", "model-registry-bootstrap-users"))}
+    assert placed == registry | {
+        ("StatefulSet", "feature-store", fra),
+        ("Deployment", "feature-server", fra),
+        # The Feast registry's role and database, on the registry's database server of the feature store's site.
+        ("Job", "model-registry-db-bootstrap-feast", fra),
+        ("Deployment", "aml-detector", fra),
+        ("Deployment", "fraud-scorer", aws),
     }
 
 
@@ -172,7 +182,9 @@ def test_serving_has_a_readiness_probe_service_and_disruption_budget(hybrid):
 
 def test_training_deploys_only_lasting_parts_never_a_job(any_stack):
     name, monitor = any_stack
-    assert monitor.k8s("Job") == [], "a Job starts on creation: training runs are rendered and submitted per run"
+    # The registry's one-shot set-up Jobs (users, client databases) are its own; no Job is training's.
+    jobs = [r for r in monitor.k8s("Job") if r.parent_type != "finml:workloads:ModelRegistry"]
+    assert jobs == [], "a Job starts on creation: training runs are rendered and submitted per run"
     stack = load_stack(STACKS_DIR / f"Pulumi.{name}.yaml")
     training_sites = {job.site for job in stack.platform.workloads.training}
     components = monitor.of_type("finml:workloads:Training")
@@ -206,15 +218,30 @@ def _store_sts(monitor, name="feature-store"):
 
 
 def test_feature_store_volume_and_pod_carry_its_classification(hybrid):
-    for name in ("feature-store", "feature-registry"):
-        sts = _store_sts(hybrid, name)
-        assert pod_template(sts)["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
-        (claim,) = sts.inputs["spec"]["volumeClaimTemplates"]
-        assert claim["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted", sts
-        assert sts.inputs["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
-                                                                               "whenScaled": "Retain"}
-    (offline,) = [c for c in hybrid.k8s("PersistentVolumeClaim") if c.inputs["metadata"]["namespace"] == "finml-data"]
+    sts = _store_sts(hybrid, "feature-store")
+    assert pod_template(sts)["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
+    (claim,) = sts.inputs["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted", sts
+    assert sts.inputs["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
+                                                                           "whenScaled": "Retain"}
+    (offline,) = [c for c in hybrid.k8s("PersistentVolumeClaim") if c.inputs["metadata"]["name"] == "feature-offline"]
     assert offline.inputs["metadata"]["labels"][CLASSIFICATION_LABEL] == "restricted"
+    assert offline.inputs["metadata"]["namespace"] == "finml-data"
+
+
+def test_the_feature_store_has_no_database_server_of_its_own(any_stack):
+    """Its Feast registry is database feast_registry on the registry's server: no PostgreSQL of the store's own."""
+    _, monitor = any_stack
+    stores = {r.urn for r in monitor.of_type("finml:workloads:FeatureStore")}
+    own = [r for r in monitor.registered if r.parent in stores and (
+        r.typ.startswith("aws:rds") or (r.kind == "StatefulSet" and r.inputs["metadata"]["name"] != "feature-store"))]
+    assert own == [], [str(r) for r in own]
+    for store in stores:
+        deployment = next(r for r in monitor.k8s("Deployment") if r.parent == store)
+        cron = next(r for r in monitor.k8s("CronJob") if r.parent == store)
+        for workload in (deployment, cron):
+            (job,) = [d for d in workload.dependencies if ":batch/v1:Job::" in d]
+            assert job.endswith("-db-feast-bootstrap") and "ModelRegistry" in job, workload
 
 
 def _ingress(monitor, target):
@@ -239,16 +266,50 @@ def test_feature_server_accepts_only_training_and_serving_on_its_port(hybrid):
         assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 6566)], policy
 
 
-@pytest.mark.parametrize("target, port", [("feature-store", 6379), ("feature-registry", 5432)])
-def test_only_the_feature_server_and_materialization_reach_the_online_store_and_registry(hybrid, target, port):
-    (policy,) = _ingress(hybrid, target)
+def test_only_the_feature_server_and_materialization_reach_the_online_store(hybrid):
+    (policy,) = _ingress(hybrid, "feature-store")
     (rule,) = policy.inputs["spec"]["ingress"]
     (peer,) = rule["from"]
     assert set(peer) == {"podSelector"}, peer  # same namespace only, selected pods only
     (expr,) = peer["podSelector"]["matchExpressions"]
     assert (expr["key"], expr["operator"], sorted(expr["values"])) == (
         "app.kubernetes.io/name", "In", ["feature-materializer", "feature-server"])
-    assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", port)]
+    assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 6379)]
+
+
+def _on(monitor, site, records):
+    return [r for r in records if monitor.provider_of(r) == provider_name(site)]
+
+
+def test_the_registry_database_admits_its_server_the_bootstrap_job_and_the_feast_pods_only(hybrid):
+    (policy,) = _on(hybrid, "onprem:fra-dc1", _ingress(hybrid, "model-registry-db"))
+    (rule,) = policy.inputs["spec"]["ingress"]
+    assert [(p["protocol"], int(p["port"])) for p in rule["ports"]] == [("TCP", 5432)]
+    mlflow, bootstrap, feast = rule["from"]
+    assert mlflow == {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "model-registry",
+                                                      "app.kubernetes.io/name": "model-registry"}}}
+    assert bootstrap == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-registry-db-bootstrap"}}}
+    assert feast["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "finml-data"}}
+    (expr,) = feast["podSelector"]["matchExpressions"]
+    assert (expr["key"], expr["operator"], expr["values"]) == (
+        "app.kubernetes.io/name", "In", ["feature-materializer", "feature-server"])
+    # The AWS registry of the same stack has no feature store: its database admits only its own server.
+    (aws,) = _on(hybrid, "aws:eu-central-1", _ingress(hybrid, "model-registry-db"))
+    assert len(aws.inputs["spec"]["ingress"][0]["from"]) == 1
+
+
+def test_feast_pods_and_the_bootstrap_job_may_leave_only_for_the_registry_database(hybrid):
+    policies = {p.inputs["metadata"]["name"]: p.inputs["spec"]
+                for p in _on(hybrid, "onprem:fra-dc1", hybrid.k8s("NetworkPolicy"))}
+    db = {"matchLabels": {"app.kubernetes.io/instance": "model-registry-db",
+                          "app.kubernetes.io/name": "model-registry-db"}}
+    online, registry = policies["feast-egress"]["egress"]
+    assert registry == {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "finml-data"}},
+                                "podSelector": db}], "ports": [{"protocol": "TCP", "port": 5432}]}
+    assert [int(p["port"]) for p in online["ports"]] == [6379]
+    bootstrap = policies["model-registry-db-bootstrap-egress"]
+    assert bootstrap["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "model-registry-db-bootstrap"}}
+    assert bootstrap["egress"] == [{"to": [{"podSelector": db}], "ports": [{"protocol": "TCP", "port": 5432}]}]
 
 
 def test_a_misplaced_restricted_feature_store_is_still_registered_for_the_pack_to_judge():
@@ -336,9 +397,25 @@ def mocks() -> RecordingMonitor:
     return monitor
 
 
+def _registry_db(verify="site-ca"):
+    from workloads.model_registry import SiteDatabase
+
+    return SiteDatabase(host="model-registry-db.finml-data.svc.cluster.local", port=5432, database="feast_registry",
+                        user="feast", password=pulumi.Output.secret("pw"), verify=verify, namespace="finml-data",
+                        server_pod_labels={"app.kubernetes.io/name": "model-registry-db"} if verify == "site-ca"
+                        else None, ca_certificate="site-ca-pem" if verify == "site-ca" else None)
+
+
+def test_a_feature_store_without_the_registry_database_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"feature store on onprem:fra-dc1: its Feast registry lives in the site's "
+                                         r"model-registry database server; pass registry_database"):
+        FeatureStore("store", FeatureStoreArgs(site="onprem:fra-dc1", classification="restricted"))
+
+
 @pulumi.runtime.test
 def test_component_outputs(mocks):
-    store = FeatureStore("store", FeatureStoreArgs(site="onprem:fra-dc1", classification="restricted"))
+    store = FeatureStore("store", FeatureStoreArgs(site="onprem:fra-dc1", classification="restricted",
+                                                   registry_database=_registry_db()))
     service = InferenceService("svc", InferenceServiceArgs(
         service_name="svc", site="onprem:fra-dc1", model="m", classification="restricted",
         gpu_profile=load_profiles()["H100-80GB"], share=GpuShare("mig", mig_profile="2g.20gb")))

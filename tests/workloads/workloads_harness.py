@@ -56,6 +56,13 @@ class Registered:
         return self.urn
 
 
+_COMPUTED = {"random:index/randomPassword:RandomPassword": ("result",),
+             "tls:index/privateKey:PrivateKey": ("privateKeyPem",),
+             "tls:index/selfSignedCert:SelfSignedCert": ("certPem",),
+             "tls:index/certRequest:CertRequest": ("certRequestPem",),
+             "tls:index/locallySignedCert:LocallySignedCert": ("certPem",)}
+
+
 class _Mocks(pulumi.runtime.Mocks):
     """Update mode: ids known. Preview mode (the engine's dry run): no ids, computed attributes unknown."""
 
@@ -63,7 +70,10 @@ class _Mocks(pulumi.runtime.Mocks):
         self.preview = preview
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        return ("" if self.preview else f"{args.name}-id"), dict(args.inputs)
+        outputs = dict(args.inputs)
+        if not self.preview:  # values the random and tls providers compute (unknown in a preview)
+            outputs.update({key: f"mock-{args.name}-{key}" for key in _COMPUTED.get(args.typ, ())})
+        return ("" if self.preview else f"{args.name}-id"), outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}
