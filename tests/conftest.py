@@ -63,6 +63,22 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+# A test (or a library it calls in-process) that leaves the process in another working directory breaks every later
+# test of the same worker in ways far from the cause (a tmp directory removed under it). Put it back, and fail the
+# test that moved it.
+@pytest.fixture(autouse=True)
+def _working_directory_is_kept(request):
+    before = os.getcwd()
+    yield
+    try:
+        after = os.getcwd()
+    except FileNotFoundError:
+        after = "<a removed directory>"
+    if after != before:
+        os.chdir(before)
+        pytest.fail(f"{request.node.nodeid} left the working directory at {after} (was {before})", pytrace=False)
+
+
 # ------------------------------------------------------------------------------------------------ real servers
 # Session-scoped so the suite starts each server once; each fixture stops what it started.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -89,10 +88,8 @@ def test_degenerate_sizes():
         generate_transactions(10, days=0)
 
 
-def test_a_million_rows_is_fast():
-    started = time.perf_counter()
-    tx = generate_transactions(1_000_000, seed=0)
-    elapsed = time.perf_counter() - started
-    assert len(tx) == 1_000_000
-    assert elapsed < 20, f"{elapsed:.1f}s"
+def test_a_large_run_has_exactly_the_rows_asked_for_and_finite_amounts():
+    # Speed is measured by scripts/bench_feature_store.py (generation + offline write for 1 million rows), not here.
+    tx = generate_transactions(200_000, seed=0)
+    assert len(tx) == 200_000
     assert np.isfinite(tx["amount"]).all()
