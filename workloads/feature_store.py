@@ -41,6 +41,7 @@ from workloads.feature_repo.catalog import (
     classification_rank,
     feature_views_up_to,
 )
+from workloads import images
 from workloads.options import child_opts
 from workloads.pod import (
     guaranteed_resources,
@@ -57,10 +58,12 @@ SERVER = "feature-server"
 MATERIALIZER = "feature-materializer"
 ONLINE = "feature-store"          # the online store keeps the old component's object names
 REGISTRY = "feature-registry"
-DEFAULT_IMAGE = "finml/feature-store:0.67.0"
-"""Feast 0.67 with the reference repository (workloads/feature_repo/Dockerfile)."""
-ONLINE_IMAGE = "valkey/valkey:8.0"
-REGISTRY_IMAGE = "postgres:16"
+#: Keys of workloads.images.IMAGES: Feast 0.67 with the reference repository (workloads/feature_repo/Dockerfile),
+#: the online store and the registry database.
+IMAGE, ONLINE_IMAGE_NAME, REGISTRY_IMAGE_NAME = "feature-store", "valkey", "postgres-16"
+DEFAULT_IMAGE = images.unqualified(IMAGE)
+ONLINE_IMAGE = images.unqualified(ONLINE_IMAGE_NAME)
+REGISTRY_IMAGE = images.unqualified(REGISTRY_IMAGE_NAME)
 VALKEY_UID = 999
 POSTGRES_UID = 999
 FEAST_UID = 10001
