@@ -164,6 +164,8 @@ def test_fails_closed_without_site_or_registries_but_a_digest_needs_neither():
     found = messages(s, CONFIG)  # the harness default config: no imageRegistries
     assert set(found) == {tagged.urn} and "no `imageRegistries`" in found[tagged.urn]
     assert digest.urn not in found
+    found = messages(s, {})  # no policy config at all
+    assert set(found) == {tagged.urn} and "finml policy config --stack NAME" in found[tagged.urn]
     # a registry table without this site fails closed too
     found = messages(s, config({k: v for k, v in REGISTRIES.items() if k != "onprem:fra-dc1"}))
     assert set(found) == {tagged.urn} and "site onprem:fra-dc1 has no image registry" in found[tagged.urn]
