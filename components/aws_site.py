@@ -1,4 +1,5 @@
-"""Wires one AWS site: EncryptionKeys → Network → Storage → GpuCluster.
+"""Wires one AWS site: EncryptionKeys → Network → Storage → GpuCluster (+ the ECR repositories its cluster pulls
+platform images from).
 
 Keys come first because the network's flow-log bucket is encrypted with the site's CMK; the keys need nothing from
 the network. A replica-only site (no `network`) gets keys and buckets but no VPC, EFS or EKS.
@@ -16,10 +17,12 @@ import pulumi_aws as aws
 from components import naming
 from components.encryption import EncryptionKeys, EncryptionKeysArgs
 from components.gpu_cluster import GpuCluster, GpuClusterArgs
+from components.image_repositories import ImageRepositories, ImageRepositoriesArgs
 from components.network import FLOW_LOG_CLASSIFICATION, Network, NetworkArgs, VpnLinkArgs
 from components.storage import Storage, StorageArgs
 from finml import mig_planner
 from finml.config import AwsSite, OnPremSite, StackConfig
+from workloads import images
 
 
 @dataclass
@@ -29,6 +32,7 @@ class AwsSiteOutputs:
     keys: EncryptionKeys
     storage: Storage
     cluster: GpuCluster | None
+    image_repositories: ImageRepositories | None = None
 
 
 def vpn_links_for(stack: StackConfig, site_id: str) -> list[VpnLinkArgs]:
@@ -128,4 +132,13 @@ def build_aws_site(
             efs_csi=storage.file_system is not None,
         ), opts)
 
-    return AwsSiteOutputs(site=site_id, network=network, keys=keys, storage=storage, cluster=cluster)
+    image_repositories = None
+    if cluster is not None:
+        # Images are the platform's software, not data: the site's key for internal data encrypts them.
+        image_repositories = ImageRepositories(name, ImageRepositoriesArgs(
+            site=site_id, stack=stack.stack, repositories=images.repositories(stack.image_registry(site_id)),
+            kms_key_arn=keys.key_for("internal").arn, extra_tags=extra_tags,
+        ), opts)
+
+    return AwsSiteOutputs(site=site_id, network=network, keys=keys, storage=storage, cluster=cluster,
+                          image_repositories=image_repositories)

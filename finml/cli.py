@@ -166,17 +166,28 @@ def pack_config_for(platform_config: dict[str, Any] | Any, pack_dir: Path, today
         sys.path.insert(0, str(pack_dir))
     from finml_rules.config import pack_config  # the pack's own builder: one definition of its config format
 
+    from finml.config import Platform, site_image_registries
+
+    registries = None
     if hasattr(platform_config, "residency"):
         residency = {k: list(v) for k, v in platform_config.residency.items()}
         sites = sorted(platform_config.sites)
         waivers = [w.to_pack() for w in getattr(platform_config, "waivers", [])]
         accounts = [platform_config.aws_account_id] if getattr(platform_config, "aws_account_id", None) else []
+        if isinstance(platform_config, Platform):
+            registries = {s: r.to_pack() for s, r in site_image_registries(platform_config).items()}
     else:
         residency = platform_config.get("residency", {})
         sites = sorted(platform_config.get("sites", {}))
         waivers = list(platform_config.get("waivers") or [])
         accounts = [platform_config["awsAccountId"]] if platform_config.get("awsAccountId") else []
-    return pack_config(residency, sites, waivers=waivers, waiver_date=today, account_ids=accounts)
+        try:  # registries only from a config that validates; otherwise k8s-image-pinned fails closed
+            registries = {s: r.to_pack()
+                          for s, r in site_image_registries(Platform.model_validate(platform_config)).items()}
+        except Exception:  # noqa: BLE001 - any invalid platform config simply yields no registries
+            registries = None
+    return pack_config(residency, sites, waivers=waivers, waiver_date=today, account_ids=accounts,
+                       image_registries=registries)
 
 
 def _trusted_pack_config(stack, pack_dir: Path) -> dict[str, Any]:

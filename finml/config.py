@@ -169,6 +169,84 @@ class StorageConfig(_Model):
     training_filesystem: Literal["efs", "none"] = Field(default="efs", description="Shared training file system")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Image registries: where each site's clusters pull platform images from (nodes have no internet egress)
+# ---------------------------------------------------------------------------------------------------------------
+
+DEFAULT_IMAGE_PREFIX = "finml"
+_REGISTRY_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+"
+                               r"(:[1-9][0-9]{0,4})?$")
+_REPOSITORY_PREFIX_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+REGISTRY_HOST_ALLOWED = "a DNS name with at least one dot and an optional port, e.g. registry.fra-dc1.example.internal"
+ECR_HOST_FORMAT = "<account>.dkr.ecr.<region>.amazonaws.com"
+
+
+def ecr_registry_host(account_id: str | None, region: str) -> str:
+    return f"{account_id}.dkr.ecr.{region}.amazonaws.com"
+
+
+def _check_registry_host(value: str) -> str:
+    if not _REGISTRY_HOST_RE.match(value):
+        raise ValueError(f"{value!r} is not a registry host; allowed: {REGISTRY_HOST_ALLOWED} (no scheme, no path)")
+    return value
+
+
+def _check_repository_prefix(value: str) -> str:
+    if not _REPOSITORY_PREFIX_RE.match(value):
+        raise ValueError(f"{value!r} is not a repository path prefix; allowed: lower-case path segments of letters, "
+                         f"digits and single . _ - separators, joined by '/', e.g. finml or ml-platform/finml")
+    return value
+
+
+class OnPremImageRegistry(_Model):
+    host: str = Field(description="host[:port] of the data centre's own registry (e.g. Harbor), inside the bank's "
+                                  "domain, e.g. registry.fra-dc1.example.internal")
+    immutable_tags: bool = Field(
+        description="The registry refuses to overwrite or delete a pushed tag under `prefix` (e.g. a Harbor tag "
+                    "immutability rule for the project). The stack declares it and the policy pack trusts the "
+                    "declaration; it must be true, because the platform's images are pinned by tag")
+    prefix: str = Field(default=DEFAULT_IMAGE_PREFIX,
+                        description="Repository path prefix inside the registry (a Harbor project), default finml")
+
+    _host = field_validator("host")(lambda v: _check_registry_host(v))
+    _prefix = field_validator("prefix")(lambda v: _check_repository_prefix(v))
+
+    @field_validator("immutable_tags")
+    @classmethod
+    def _immutable(cls, value: bool) -> bool:
+        if value is not True:
+            raise ValueError("false: the platform's images are pinned by tag, so the site's registry must enforce "
+                             "immutable tags; allowed: true (configure a tag immutability rule for the prefix first)")
+        return value
+
+
+class AwsImageRegistry(_Model):
+    host: str | None = Field(
+        default=None,
+        description=f"The site's ECR registry, {ECR_HOST_FORMAT} of the stack's awsAccountId and this site's "
+                    "region; default: derived. Any other host is an error")
+    prefix: str = Field(default=DEFAULT_IMAGE_PREFIX,
+                        description="ECR repository namespace of the platform's images, default finml")
+
+    _host = field_validator("host")(lambda v: v if v is None else _check_registry_host(v))
+    _prefix = field_validator("prefix")(lambda v: _check_repository_prefix(v))
+
+
+@dataclass(frozen=True)
+class SiteImageRegistry:
+    """One site's resolved image registry: images are ``<host>/<prefix>/<repository>:<tag>``."""
+
+    host: str
+    prefix: str
+    kind: Literal["ecr", "declared"]
+    """ecr: the site's ECR (immutability is proven by the stack's repositories); declared: the on-prem registry
+    whose tag immutability the stack declares."""
+    immutable_tags: bool
+
+    def to_pack(self) -> dict[str, Any]:
+        return {"host": self.host, "prefix": self.prefix, "kind": self.kind, "immutableTags": self.immutable_tags}
+
+
 class AwsSite(_Model):
     kind: Literal["aws"] = Field(description="Site kind")
     classifications: list[Classification] = Field(
@@ -177,10 +255,10 @@ class AwsSite(_Model):
     network: AwsNetworkConfig | None = Field(default=None, description="VPC; omit for a replica-only site")
     eks: EksConfig | None = Field(default=None, description="EKS GPU cluster; needs a network")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Data storage options")
-    image_registry: str | None = Field(
-        default=None, pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$",
-        description="Registry prefix the clusters pull platform images from (nodes have no internet egress); "
-                    "default: the account's ECR under <account>.dkr.ecr.<region>.amazonaws.com/finml-mirror",
+    image_registry: AwsImageRegistry = Field(
+        default_factory=AwsImageRegistry,
+        description="The site's image registry: the stack account's ECR in this region, where the program creates "
+                    "one IMMUTABLE repository per platform image under `prefix`",
     )
 
     @model_validator(mode="after")
@@ -302,6 +380,9 @@ class OnPremSite(_Model):
     package_sources: dict[Literal["nvidia_cuda", "nvidia_container_toolkit", "kubernetes"], PackageSource] = Field(
         default_factory=dict, description="APT sources for NVIDIA and Kubernetes packages (point at your mirrors)"
     )
+    image_registry: OnPremImageRegistry = Field(
+        description="The data centre's own image registry (host, immutableTags: true, prefix); the cluster pulls "
+                    "every platform image from it by name, so no containerd mirror redirect is needed")
     shared_storage_class: str = Field(
         default=DEFAULT_SHARED_STORAGE_CLASS, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$",
         description="ReadWriteMany StorageClass of the site's shared file system (NFS or similar), where training "
@@ -600,15 +681,9 @@ class StackConfig:
     def onprem_sites(self) -> dict[str, OnPremSite]:
         return {k: v for k, v in self.platform.sites.items() if isinstance(v, OnPremSite)}
 
-    def image_registry(self, site_id: str) -> str | None:
-        """Where a site's clusters pull platform images from. AWS sites: the configured prefix or the account's ECR
-        mirror; on-prem sites: None — images keep their names and containerd's registry mirrors (Ansible,
-        `container_runtime_registry_mirrors`) redirect them to the data centre's registry."""
-        site = self.platform.sites[site_id]
-        if isinstance(site, AwsSite):
-            return site.image_registry or (f"{self.platform.aws_account_id}.dkr.ecr.{region_of(site_id)}"
-                                           f".amazonaws.com/finml-mirror")
-        return None
+    def image_registry(self, site_id: str) -> SiteImageRegistry:
+        """Where a site's clusters pull platform images from (see :func:`site_image_registries`)."""
+        return site_image_registries(self.platform)[site_id]
 
     def allowed_sites(self, classification: str) -> list[str]:
         patterns = self.platform.residency.get(classification, [])
@@ -629,6 +704,21 @@ def yaml_scalar_to_json(value: Any) -> str:
 
 def region_of(site: str) -> str:
     return site.split(":", 1)[1]
+
+
+def site_image_registries(platform: Platform) -> dict[str, SiteImageRegistry]:
+    """Every site's image registry: AWS sites the stack account's ECR in their region, on-prem sites the registry
+    they declare. The program composes images from it (workloads/images.py) and the policy pack's
+    k8s-image-pinned rule gets the same table (`finml policy config`)."""
+    out: dict[str, SiteImageRegistry] = {}
+    for site_id, site in platform.sites.items():
+        registry = site.image_registry
+        if isinstance(site, AwsSite):
+            host = registry.host or ecr_registry_host(platform.aws_account_id, region_of(site_id))
+            out[site_id] = SiteImageRegistry(host, registry.prefix, "ecr", True)
+        else:
+            out[site_id] = SiteImageRegistry(registry.host, registry.prefix, "declared", registry.immutable_tags)
+    return out
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -793,6 +883,13 @@ def _cross_checks(platform: Platform, profiles: dict[str, Any] | None) -> list[t
             problems.append((f"{p}.vpn[{i}].onpremSite", f"{link.onprem_site!r} has IPv6 networks; the site-to-site "
                                                          f"VPN routes IPv4 only"))
 
+    for site_id, site in sites.items():
+        if isinstance(site, AwsSite) and site.image_registry.host is not None and platform.aws_account_id:
+            expected = ecr_registry_host(platform.aws_account_id, region_of(site_id))
+            if site.image_registry.host != expected:
+                problems.append((f"{p}.sites.{site_id}.imageRegistry.host",
+                                 f"{site.image_registry.host!r} is not this site's ECR registry; allowed: {expected} "
+                                 f"({ECR_HOST_FORMAT} of awsAccountId and the site's region), or omit it"))
     if platform.aws_account_id is None and any(isinstance(s, AwsSite) for s in sites.values()):
         problems.append((f"{p}.awsAccountId", "required when the stack has an AWS site: 12 digits"))
 

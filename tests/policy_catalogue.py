@@ -6,7 +6,7 @@ EXPECTED_POLICIES = frozenset({
     "encryption-file-systems-at-rest", "encryption-kms-no-wildcard-principal", "encryption-kms-rotation",
     "encryption-rds-at-rest", "encryption-rds-in-transit", "encryption-s3-bucket-key", "encryption-s3-sse-kms-cmk",
     "encryption-s3-tls-only", "gpu-mig-resource-name", "gpu-resource-limits", "gpu-taint-toleration",
-    "k8s-capabilities-drop-all", "k8s-deprecated-api-kinds", "k8s-namespace-default-deny",
+    "k8s-capabilities-drop-all", "k8s-deprecated-api-kinds", "k8s-image-pinned", "k8s-namespace-default-deny",
     "k8s-namespace-pod-security-restricted", "k8s-no-host-namespaces", "k8s-no-host-ports",
     "k8s-no-hostpath-volumes", "k8s-no-privilege-escalation", "k8s-no-privileged-containers", "k8s-resource-limits",
     "k8s-run-as-non-root", "k8s-seccomp-profile", "k8s-service-account-token", "network-eks-endpoint-private",

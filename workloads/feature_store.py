@@ -44,6 +44,7 @@ from workloads.feature_repo.catalog import (
     classification_rank,
     feature_views_up_to,
 )
+from workloads import images
 from workloads.model_registry import DatabaseClient, SiteDatabase
 from workloads.options import child_opts
 from workloads.site_ca import SiteCA
@@ -61,9 +62,11 @@ COMPONENT = "feature-store"
 SERVER = "feature-server"
 MATERIALIZER = "feature-materializer"
 ONLINE = "feature-store"          # the online store keeps the old component's object names
-DEFAULT_IMAGE = "finml/feature-store:0.67.0"
-"""Feast 0.67 with the reference repository (workloads/feature_repo/Dockerfile)."""
-ONLINE_IMAGE = "valkey/valkey:8.0"
+#: Keys of workloads.images.IMAGES: Feast 0.67 with the reference repository (workloads/feature_repo/Dockerfile) and
+#: the online store. The Feast registry lives on the model registry's database server (workloads.model_registry).
+IMAGE, ONLINE_IMAGE_NAME = "feature-store", "valkey"
+DEFAULT_IMAGE = images.unqualified(IMAGE)
+ONLINE_IMAGE = images.unqualified(ONLINE_IMAGE_NAME)
 VALKEY_UID = 999
 FEAST_UID = 10001
 SERVER_PORT = 6566

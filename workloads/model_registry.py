@@ -35,6 +35,7 @@ from components.naming import CLASSIFICATION_LABEL, SITE_LABEL, child_name, site
 from components.storage import secure_bucket
 from finml.config import region_of
 from workloads.cluster_base import DATA_NAMESPACE, NAMESPACE_NAME_LABEL, SERVING_NAMESPACE, TRAINING_NAMESPACE
+from workloads import images
 from workloads.options import child_opts
 from workloads.site_ca import SiteCA
 from workloads.pod import (
@@ -50,9 +51,9 @@ from workloads.pod import (
 TYPE_TOKEN = "finml:workloads:ModelRegistry"
 COMPONENT = "model-registry"
 DB_COMPONENT = "model-registry-db"
-MLFLOW_VERSION = "3.17.2"
-DEFAULT_IMAGE = f"ghcr.io/mlflow/mlflow:v{MLFLOW_VERSION}"
-DEFAULT_DB_IMAGE = "postgres:17.6"
+IMAGE, DB_IMAGE = "mlflow", "postgres-17"  # keys of workloads.images.IMAGES
+DEFAULT_IMAGE = images.unqualified(IMAGE)
+DEFAULT_DB_IMAGE = images.unqualified(DB_IMAGE)
 MLFLOW_UID = 10001
 POSTGRES_UID = 999
 MLFLOW_PORT = 5000

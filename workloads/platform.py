@@ -21,6 +21,7 @@ from finml.config import GpuShare, StackConfig, resolve_gpu_profile
 from workloads.cluster_base import ClusterBase, ClusterBaseArgs
 from workloads import cluster_base as cluster_base_module
 from workloads import feature_store as feature_store_module
+from workloads import images
 from workloads import serving as serving_module
 from workloads import training as training_module
 from workloads import training_job as training_job_module
@@ -122,9 +123,9 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
 
     registry = stack.image_registry(site)
 
-    def image(default: str) -> str:
-        # Nodes have no internet egress: AWS clusters pull from the site's mirror registry.
-        return f"{registry}/{default}" if registry else default
+    def image(name: str) -> str:
+        # Nodes have no internet egress: every cluster pulls from its own site's registry (workloads/images.py).
+        return images.image_ref(registry, name)
 
     # Build (and so validate) every workload's arguments before the first resource is registered.
     store = platform.workloads.feature_store
@@ -137,8 +138,8 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                              f"registry, whose database server holds the Feast registry; add {site} to "
                              f"finml:platform.registry.sites")
         store_args = FeatureStoreArgs(site=site, classification=store.classification,
-                                      image=image(feature_store_module.DEFAULT_IMAGE),
-                                      online_image=image(feature_store_module.ONLINE_IMAGE))
+                                      image=image(feature_store_module.IMAGE),
+                                      online_image=image(feature_store_module.ONLINE_IMAGE_NAME))
         if aws_site is not None and aws_site.cluster is not None and aws_site.network is not None:
             store_aws = feature_store_aws_args(stack, site, store.classification, aws_site)
     # Training runs are rendered per run (`finml train render`); the cluster keeps what they all rely on.
@@ -170,7 +171,7 @@ def deploy_platform(stack: StackConfig, site: str, k8s_provider: k8s.Provider, p
                              max_batch_size=svc.max_batch_size, max_batch_time_ms=svc.max_batch_time_ms,
                              restricted_features=tuple(svc.hashed_features),
                              client_namespaces=tuple(svc.client_namespaces),
-                             image=image(serving_module.DEFAULT_IMAGE))
+                             image=image(serving_module.IMAGE))
         for svc in platform.workloads.serving if site in svc.sites
     ]
 
@@ -249,7 +250,7 @@ def _gpu_operator_args(stack: StackConfig, site: str, gpu_plan: Any, profiles: d
                 node_labels[pool.name] = node
     return GpuOperatorArgs(site=site, site_kind=site_config.kind, mig_parted_config=gpu_plan.mig_parted_config(),
                            time_slicing=dict(gpu_plan.time_slicing), profiles=profiles, node_labels=node_labels,
-                           image_registry=registry)
+                           image_registry=f"{registry.host}/{registry.prefix}")
 
 
 def registry_backend_for(stack: StackConfig, site: str, aws_site: Any, aws_provider: Any) -> Any:
@@ -307,12 +308,12 @@ def deploy_model_registry(stack: StackConfig, site: str, k8s_provider: k8s.Provi
                          f"(network, keys, storage, EKS cluster)")
     image_registry = stack.image_registry(site)
 
-    def image(default: str) -> str:
-        return f"{image_registry}/{default}" if image_registry else default
+    def image(name: str) -> str:
+        return images.image_ref(image_registry, name)
 
     args = ModelRegistryArgs(
         site=site, stack=stack.stack, classification=registry.sites[site].classification,
-        image=image(registry_module.DEFAULT_IMAGE), db_image=image(registry_module.DEFAULT_DB_IMAGE),
+        image=image(registry_module.IMAGE), db_image=image(registry_module.DB_IMAGE),
         deploy_runner_cidrs=deploy_runner_cidrs(stack, site),
         aws=registry_backend_for(stack, site, aws_site, aws_provider), site_ca=site_ca,
         database_clients=tuple(database_clients))

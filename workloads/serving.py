@@ -24,6 +24,7 @@ import pulumi_kubernetes as k8s
 
 from components.naming import child_name
 from finml.config import GpuShare
+from workloads import images
 from workloads.cluster_base import (
     DATA_NAMESPACE, NAMESPACE_NAME_LABEL, SERVING_NAMESPACE, SERVING_PRIORITY_CLASS,
 )
@@ -42,8 +43,9 @@ from workloads.pod import (
 )
 
 COMPONENT = "inference"
-#: The finml model server image (workloads/model_server/Dockerfile), from the site's registry mirror on AWS.
-DEFAULT_IMAGE = "finml/model-server:0.1.0"
+#: The finml model server image (workloads/model_server/Dockerfile): key of workloads.images.IMAGES.
+IMAGE = "model-server"
+DEFAULT_IMAGE = images.unqualified(IMAGE)
 SERVER_UID = 1000
 HTTPS_PORT, GRPC_PORT, METRICS_PORT = 8443, 8444, 9443
 READINESS_PATH = "/v2/health/ready"

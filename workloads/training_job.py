@@ -23,14 +23,15 @@ from typing import Any
 from components.naming import CLASSIFICATION_LABEL, MODEL_LABEL, SITE_LABEL, site_label_value
 from finml.config import AwsSite, CLASSIFICATIONS, StackConfig, classification_rank, resolve_gpu_profile
 from gpu_profiles.schema import PROFILE_LABEL_KEY
+from workloads import images
 from workloads.cluster_base import TRAINING_NAMESPACE
 from workloads.model_registry import CA_BUNDLE_CONFIGMAP as REGISTRY_CA_CONFIGMAP
 from workloads.model_registry import CREDENTIALS_SECRET as REGISTRY_CREDENTIALS_SECRET
 from workloads.pod import GPU_RESOURCE, PART_OF, mig_resource
 
 COMPONENT = "training"
-DEFAULT_IMAGE = "finml/reference-training:0.1.0"
-"""Built from workloads/reference (torch CUDA wheels); AWS sites pull it through the site's mirror registry."""
+#: Built from workloads/reference (torch CUDA wheels): key of workloads.images.IMAGES, pulled from the site's registry.
+IMAGE = "reference-training"
 TRAINER_UID = 10001
 RENDEZVOUS_PORT = 29500
 RUN_LABEL = "finml.io/run"
@@ -141,8 +142,7 @@ def render_training_run(run: TrainingRun, profiles: dict[str, Any]) -> list[dict
         raise RenderError(f"job {job.name!r} with run id {run.run_id!r} gives {name!r} ({len(name)} characters); "
                           f"allowed: at most 52 — use a shorter --run-id")
     service = name
-    registry = stack.image_registry(site)
-    image = run.image or (f"{registry}/{DEFAULT_IMAGE}" if registry else DEFAULT_IMAGE)
+    image = run.image or images.site_image(stack, site, IMAGE)
     procs = job.procs_per_worker or (1 if job.mig_slice else job.gpus)
 
     labels = {

@@ -19,13 +19,12 @@ ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
 
 def all_policies() -> list:
     from . import (  # pylint: disable=import-outside-toplevel
-        copies, encryption, feature_store, governance, gpu, kubernetes, lineage, logs, network, pods, registry,
-        residency,
-        stores,
+        copies, encryption, feature_store, governance, gpu, images, kubernetes, lineage, logs, network, pods,
+        registry, residency, stores,
     )
     # governance last: policy-waived-findings must run after every other stack rule (see governance.py)
     return (residency.POLICIES + copies.POLICIES + lineage.POLICIES + logs.POLICIES + encryption.POLICIES
-            + stores.POLICIES + network.POLICIES + kubernetes.POLICIES + pods.POLICIES + gpu.POLICIES
+            + stores.POLICIES + network.POLICIES + kubernetes.POLICIES + pods.POLICIES + images.POLICIES + gpu.POLICIES
             + feature_store.POLICIES + registry.POLICIES + governance.POLICIES)
 
 
@@ -45,13 +44,38 @@ def _check_pattern(pattern: Any, where: str) -> None:
                      "sites such as aws:eu-* or onprem:*")
 
 
+def _check_image_registries(registries: Optional[dict[str, Any]], sites: list[str]) -> Optional[dict[str, Any]]:
+    if registries is None:
+        return None
+    if not isinstance(registries, dict):
+        raise ValueError("image_registries must map sites to {host, prefix, kind, immutableTags}")
+    out: dict[str, Any] = {}
+    for site, entry in registries.items():
+        where = f"image_registries.{site}"
+        if site not in sites:
+            raise ValueError(f"{where}: {site!r} is not a declared site ({', '.join(sites)})")
+        if not isinstance(entry, dict) or set(entry) != {"host", "prefix", "kind", "immutableTags"}:
+            raise ValueError(f"{where}: needs exactly host, prefix, kind and immutableTags")
+        if not isinstance(entry["host"], str) or not entry["host"] or "/" in entry["host"]:
+            raise ValueError(f"{where}.host: {entry['host']!r} is not a registry host[:port]")
+        if not isinstance(entry["prefix"], str) or not entry["prefix"]:
+            raise ValueError(f"{where}.prefix: {entry['prefix']!r} is not a repository prefix")
+        if entry["kind"] not in ("ecr", "declared"):
+            raise ValueError(f"{where}.kind: {entry['kind']!r}; allowed: ecr, declared")
+        if not isinstance(entry["immutableTags"], bool):
+            raise ValueError(f"{where}.immutableTags: {entry['immutableTags']!r}; allowed: true, false")
+        out[site] = dict(entry)
+    return out
+
+
 def pack_config(residency: dict[str, list[str]], sites: list[str],
                 enforcement: Optional[dict[str, str]] = None,
                 exempt_namespaces: Optional[list[str]] = None,
                 allowed_provider_packages: Optional[list[str]] = None,
                 waivers: Optional[list[Any]] = None,
                 account_ids: Optional[list[str]] = None,
-                waiver_date: Optional[str] = None) -> dict[str, dict[str, Any]]:
+                waiver_date: Optional[str] = None,
+                image_registries: Optional[dict[str, Any]] = None) -> dict[str, dict[str, Any]]:
     """The JSON object for ``--policy-pack-config``: policy name -> {enforcementLevel, config props}.
 
     ``residency``: classification -> allowed site patterns; ``sites``: the stack's declared sites;
@@ -60,7 +84,8 @@ def pack_config(residency: dict[str, list[str]], sites: list[str],
     ``allowed_provider_packages``: provider packages residency-provider-allowlist accepts (default aws,
     kubernetes, command); ``waivers``: the stack's waivers (each rule gets its own, policy-waivers-valid all of
     them, malformed ones included so the pack reports them); ``waiver_date``: the day expiry is judged on
-    (YYYY-MM-DD, default today in the pack).
+    (YYYY-MM-DD, default today in the pack); ``image_registries``: site -> {host, prefix, kind (ecr|declared),
+    immutableTags} for k8s-image-pinned (omitted: that rule fails every tag-pinned image closed).
     Raises ValueError naming the offending key on bad input."""
     if not isinstance(residency, dict) or not residency:
         raise ValueError("residency must map classifications to lists of allowed site patterns")
@@ -77,6 +102,7 @@ def pack_config(residency: dict[str, list[str]], sites: list[str],
     for site in sites:
         if not is_valid_site(site):
             raise ValueError(f"sites: {site!r} is not a site (aws:<region> or onprem:<site-id>)")
+    registries = _check_image_registries(image_registries, sites)
     policies = all_policies()
     names = {policy.name for policy in policies}
     enforcement = dict(enforcement or {})
@@ -92,6 +118,8 @@ def pack_config(residency: dict[str, list[str]], sites: list[str],
     values = {"residency": {k: list(v) for k, v in residency.items()}, "sites": list(sites),
               "exemptNamespaces": namespaces, "allowedProviderPackages": packages,
               "accountIds": [a for a in (account_ids or []) if isinstance(a, str)]}
+    if registries is not None:
+        values["imageRegistries"] = registries
     all_waivers = list(waivers or [])
     config: dict[str, dict[str, Any]] = {}
     for policy in policies:
@@ -107,6 +135,9 @@ def pack_config(residency: dict[str, list[str]], sites: list[str],
             elif prop == "waiverDate":
                 if waiver_date is not None:
                     entry[prop] = waiver_date
+            elif prop == "imageRegistries":
+                if registries is not None:
+                    entry[prop] = registries
             else:
                 entry[prop] = values[prop]
         config[policy.name] = entry

@@ -50,6 +50,7 @@ _TITLES: dict[tuple[str, str], str] = {
     ("cis-eks", "4.2.9"): "Minimize the admission of containers with capabilities assigned",
     ("cis-eks", "4.3.2"): "Ensure that all Namespaces have Network Policies defined",
     ("cis-eks", "4.6.2"): "Apply Security Context to Your Pods and Containers",
+    ("cis-eks", "5.1.4"): "Minimize Container Registries to only those approved",
     ("cis-eks", "5.3.1"): "Ensure Kubernetes Secrets are encrypted using Customer Master Keys (CMKs) managed in AWS KMS",
     ("cis-eks", "5.4.2"): "Ensure clusters are created with Private Endpoint Enabled and Public Access Disabled",
     ("cis-eks", "5.4.3"): "Ensure clusters are created with Private Nodes",
@@ -69,6 +70,7 @@ _TITLES: dict[tuple[str, str], str] = {
     ("nist-800-53", "SC-12"): "Cryptographic Key Establishment and Management",
     ("nist-800-53", "SC-28(1)"): "Protection of Information at Rest | Cryptographic Protection",
     ("nist-800-53", "SC-39"): "Process Isolation",
+    ("nist-800-53", "SI-7"): "Software, Firmware, and Information Integrity",
     # PCI DSS v4.0 (requirement texts abridged to their opening clause)
     ("pci-dss", "1.3.1"): "Inbound traffic to the CDE is restricted ...",
     ("pci-dss", "1.4.1"): "NSCs are implemented between trusted and untrusted networks",
@@ -165,6 +167,10 @@ _MAPPING: dict[str, list[tuple[str, str]]] = {
     "k8s-resource-limits": [("nist-800-53", "SC-6")],
     "k8s-service-account-token": [("cis-eks", "4.1.6"), ("nist-800-53", "AC-6"), ("pci-dss", "7.2.2")],
     "k8s-deprecated-api-kinds": [("nist-800-53", "CM-6"), ("pci-dss", "2.2.1")],
+    # tag-pinned images only from the site's approved registry (CIS EKS 5.1.4); digest or immutable tag: the code
+    # that runs is the code that was reviewed (SI-7). PCI DSS 6.3.2 asks for a software inventory, which a pinned
+    # reference does not maintain, so it is not claimed.
+    "k8s-image-pinned": [("cis-eks", "5.1.4"), ("nist-800-53", "SI-7")],
     # gpu
     "gpu-resource-limits": [("nist-800-53", "SC-6")],
     "gpu-taint-toleration": [],

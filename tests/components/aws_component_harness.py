@@ -151,6 +151,7 @@ HYBRID_RAW: dict[str, Any] = {
         },
         "onprem:fra-dc1": {
             "kind": "onprem",
+            "imageRegistry": {"host": "registry.fra-dc1.example.internal", "immutableTags": True},
             "datacentre": "Frankfurt DC1",
             "classifications": ["restricted", "confidential"],
             "network": {

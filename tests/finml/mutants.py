@@ -1,5 +1,6 @@
 """Mutation operators over plans: remove encryption, move data to an undeclared region or to a declared site its
-classification does not allow, open to the world, weaken a container, lose a log destination or a site key.
+classification does not allow, open to the world, weaken a container, unpin an image, lose a log destination or a
+site key.
 
 Each mutant changes (or deletes) one resource of a compliant plan and names the rule(s) that claim its subject. The
 policy gate must report a mandatory violation *of a claiming rule* on that resource or one it is tied to by lineage
@@ -24,7 +25,7 @@ EXEMPT_NAMESPACES = {"kube-system"}
 
 @dataclass
 class Mutant:
-    kind: str  # encryption | region | allowed-site | world | container | logs | keys
+    kind: str  # encryption | region | allowed-site | world | container | image | logs | keys
     description: str
     urn: str
     plan: Plan
@@ -299,6 +300,69 @@ def container_mutants(plan: Plan) -> Iterator[Mutant]:
                          frozenset({"k8s-deprecated-api-kinds"}))
 
 
+IMAGE_RULE = frozenset({"k8s-image-pinned"})
+#: A registry no site of any stack declares (inside the bank's example domain, never a real public registry).
+FOREIGN_REGISTRY = "images.vendor.example"
+
+
+def _images(props: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = _pod_spec(props) or {}
+    return [c for key in ("initContainers", "containers") for c in spec.get(key) or [] if isinstance(c, dict)]
+
+
+def image_mutants(plan: Plan) -> Iterator[Mutant]:
+    """Unpin one image per pod template: the moving :latest tag, no tag, no registry (a public default), a foreign
+    registry with a tag, the image of another site's registry; and make an ECR repository's tags mutable, which
+    unpins every workload pulling from it."""
+    def retag(tag):
+        def edit(p):
+            c = _images(p)[0]
+            c["image"] = c["image"].split("@", 1)[0].rsplit(":", 1)[0] + tag
+        return edit
+
+    def unregistered(p):
+        c = _images(p)[0]
+        c["image"] = c["image"].split("/", 1)[1] if "/" in c["image"] else c["image"]
+
+    def foreign(p):
+        c = _images(p)[0]
+        c["image"] = f"{FOREIGN_REGISTRY}/" + c["image"].split("/", 1)[1]
+
+    hosts = {}
+    for res in plan.resources:
+        for c in _images(res.props) if res.type.startswith("kubernetes:") else []:
+            if isinstance(c.get("image"), str) and "/" in c["image"]:
+                hosts.setdefault(res.provider, c["image"].split("/", 1)[0])
+    for res in plan.resources:
+        if not res.type.startswith("kubernetes:") or res.type.endswith("Patch") or not _images(res.props):
+            continue
+        image = _images(res.props)[0].get("image")
+        if not isinstance(image, str) or "@" in image:
+            continue
+        edits = [(":latest", retag(":latest")), ("no tag", retag("")), ("no registry", unregistered),
+                 (f"registry {FOREIGN_REGISTRY}", foreign)]
+        other = next((h for p, h in sorted(hosts.items(), key=str) if p != res.provider
+                      and h != image.split("/", 1)[0]), None)
+        if other is not None:
+            def elsewhere(p, host=other):
+                c = _images(p)[0]
+                c["image"] = f"{host}/" + c["image"].split("/", 1)[1]
+            edits.append((f"another site's registry {other}", elsewhere))
+        for what, fn in edits:
+            yield Mutant("image", f"image {what}: {res.name}", res.urn, _edit(plan, res.urn, fn),
+                         _related(plan, res), IMAGE_RULE)
+    for repo in plan.resources:
+        if repo.type != "aws:ecr/repository:Repository" or not isinstance(repo.props.get("name"), str):
+            continue
+        users = {r.urn for r in plan.resources if r.type.startswith("kubernetes:")
+                 and any(".dkr.ecr." in str(c.get("image", "")) and f"/{repo.props['name']}:" in str(c.get("image"))
+                         for c in _images(r.props))}
+        if users:
+            yield Mutant("image", f"ECR tags mutable: {repo.name}", repo.urn,
+                         _edit(plan, repo.urn, lambda p: p.__setitem__("imageTagMutability", "MUTABLE")),
+                         _related(plan, repo) | users, IMAGE_RULE)
+
+
 def log_mutants(plan: Plan) -> Iterator[Mutant]:
     """Logs are data: lose the control-plane log group (EKS would create its own), or send flow logs to a store
     classified below them."""
@@ -339,5 +403,6 @@ def all_mutants(plan: Plan, residency: dict[str, list[str]] | None = None,
         yield from allowed_site_mutants(plan, residency, sites)
     yield from world_mutants(plan)
     yield from container_mutants(plan)
+    yield from image_mutants(plan)
     yield from log_mutants(plan)
     yield from key_mutants(plan)

@@ -124,7 +124,7 @@ def test_sarif_with_controls_and_waiver_suppressions_is_valid(sarif_schema, stac
     sys.path.insert(0, str(ROOT / "policies"))
     from finml_rules.config import pack_config
 
-    from finml.config import load_stack_file
+    from finml.config import load_stack_file, site_image_registries
 
     plan = load_plan(stack_plans["dev"])
     templates = [r for r in plan.resources if r.type == "aws:ec2/launchTemplate:LaunchTemplate"]
@@ -134,7 +134,8 @@ def test_sarif_with_controls_and_waiver_suppressions_is_valid(sarif_schema, stac
     waiver = {"rule": "network-imds-hop-limit", "resources": [templates[0].urn], "reason": "vendor agent",
               "ticket": "SEC-1", "approver": "ciso", "expires": "2027-02-01"}
     config = pack_config({k: list(v) for k, v in platform.residency.items()}, sorted(platform.sites),
-                         waivers=[waiver], waiver_date="2027-01-15")
+                         waivers=[waiver], waiver_date="2027-01-15",
+                         image_registries={s: r.to_pack() for s, r in site_image_registries(platform).items()})
     result = check_plan(plan, ROOT / "policies", config)
     doc = json.loads(render([result], "sarif"))
     jsonschema.validate(doc, sarif_schema)

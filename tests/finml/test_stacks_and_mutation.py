@@ -120,7 +120,7 @@ def test_every_mutant_of_every_stack_is_caught_by_its_claiming_rule(stack_plans,
     with capsys.disabled():
         print(f"\nmutation kill rate: {kills}/{total} ({100.0 * kills / max(total, 1):.1f}%) — "
               + ", ".join(f"{k} {killed[k]}/{totals[k]}" for k in sorted(totals)))
-    for kind in ("encryption", "region", "allowed-site", "world", "container", "logs", "keys"):
+    for kind in ("encryption", "region", "allowed-site", "world", "container", "image", "logs", "keys"):
         assert totals[kind] > 0, f"no {kind} mutants"
     assert not survivors, "mutants not caught:\n" + "\n".join(survivors)
 

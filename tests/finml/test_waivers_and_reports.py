@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from finml.config import ConfigError, load_stack_file
+from finml.config import ConfigError, load_stack_file, site_image_registries
 from finml.plan import load_plan
 from finml.policy_check import PolicyPackProcess, check_plan
 from finml.report import render
@@ -38,7 +38,12 @@ def pack():
 def _config(stack: str, waivers: list, today: str = TODAY) -> dict:
     platform = load_stack_file(ROOT / "stacks" / f"Pulumi.{stack}.yaml").platform
     return pack_config({k: list(v) for k, v in platform.residency.items()}, sorted(platform.sites), waivers=waivers,
-                       waiver_date=today, account_ids=[platform.aws_account_id] if platform.aws_account_id else [])
+                       waiver_date=today, account_ids=[platform.aws_account_id] if platform.aws_account_id else [],
+                       image_registries=_registries(platform))
+
+
+def _registries(platform) -> dict:
+    return {s: r.to_pack() for s, r in site_image_registries(platform).items()}
 
 
 def _hop_limit_plan(stack_plans):
@@ -125,7 +130,8 @@ def test_confidential_residency_finding_is_waivable(stack_plans, pack):
     residency = {k: list(v) for k, v in platform.residency.items()}
     residency["confidential"] = ["onprem:*"]  # a stricter map, so the move is a confidential residency finding
     waiver = _waiver([dataset.urn], rule="residency-dataset-site")
-    config = pack_config(residency, sorted(platform.sites), waivers=[waiver], waiver_date=TODAY)
+    config = pack_config(residency, sorted(platform.sites), waivers=[waiver], waiver_date=TODAY,
+                         image_registries=_registries(platform))
     result = check_plan(plan, PACK, config, pack=pack)
     assert [(v.policy, v.urn) for v in result.waived] == [("residency-dataset-site", dataset.urn)]
     assert not any(v.policy == "residency-dataset-site" for v in result.mandatory)

@@ -19,7 +19,8 @@ from packaging.version import Version
 
 from finml.config import load_stack_file
 from gpu_profiles import load_profiles
-from workloads.training_job import DEFAULT_IMAGE, TRAINER_UID, TrainingRun, render_training_run
+from workloads import images
+from workloads.training_job import IMAGE, TRAINER_UID, TrainingRun, render_training_run
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "workloads" / "reference" / "Dockerfile"
@@ -86,13 +87,6 @@ def trainer_modules() -> tuple[set[str], set[str]]:
                 elif name != "__future__":
                     external.add(name.split(".")[0])
     return seen, external - set(sys.stdlib_module_names)
-
-
-def repository_and_tag(reference: str) -> str:
-    """`[registry/]repo:tag[@digest]` -> `repo:tag` (a registry host has a '.' or ':' in its first component)."""
-    name = reference.split("@", 1)[0]
-    first, _, rest = name.partition("/")
-    return rest if rest and ("." in first or ":" in first or first == "localhost") else name
 
 
 @pytest.fixture(scope="module")
@@ -184,13 +178,15 @@ def test_the_dockerfile_builds_the_image_the_rendered_job_runs():
     header = DOCKERFILE.read_text().splitlines()[0]
     built = re.match(r"^# (\S+) ", header)
     assert built, f"{DOCKERFILE}: the first line names the image it builds"
-    assert built[1] == repository_and_tag(DEFAULT_IMAGE), f"{DOCKERFILE} builds {built[1]}, jobs run {DEFAULT_IMAGE}"
-    assert f"-t {built[1]} " in DOCKERFILE.read_text(), "the build command in the header tags the same image"
     stack = load_stack_file(ROOT / "stacks" / "Pulumi.hybrid-prod.yaml", load_profiles())
     job = stack.platform.workloads.training[0]
+    registry = stack.image_registry(job.site)
+    expected = f"{images.repository_path(registry, IMAGE)}:{images.IMAGES[IMAGE].tag}"
+    assert built[1] == expected, f"{DOCKERFILE} builds {built[1]}, the site's registry serves {expected}"
+    assert f"-t {built[1]} " in DOCKERFILE.read_text(), "the build command in the header tags the same image"
     *_, manifest = render_training_run(TrainingRun(stack, job.site, job.name, "img1"), load_profiles())
     (container,) = manifest["spec"]["template"]["spec"]["containers"]
-    assert container["image"].endswith(DEFAULT_IMAGE)
+    assert container["image"] == images.site_image(stack, job.site, IMAGE)
     command = container["command"]
     assert command[0] == "torchrun" and command[command.index("-m") + 1] == ENTRY_MODULE
     assert container["securityContext"]["runAsUser"] == TRAINER_UID

@@ -185,7 +185,7 @@ def test_operator_values_on_prem_leave_driver_and_toolkit_to_ansible():
 
 
 def test_operator_values_on_aws_pull_every_image_from_the_site_mirror():
-    mirror = "777788889999.dkr.ecr.eu-central-1.amazonaws.com/finml-mirror"
+    mirror = "777788889999.dkr.ecr.eu-central-1.amazonaws.com/finml"
     values = operator_values("aws", mirror, default_device_plugin_config="default")
     assert values["driver"] == {"enabled": False} and values["toolkit"] == {"enabled": False}  # the EKS NVIDIA AMI
     repos = {k: v["repository"] for k, v in values.items() if isinstance(v, dict) and "repository" in v}
@@ -201,7 +201,11 @@ def test_release_values_in_the_plan_match_the_site_kind():
     for inputs in releases.values():
         validate_values(inputs["values"])
         assert inputs["repositoryOpts"]["repo"].startswith("https://")
-    assert "repository" not in releases["onprem:fra-dc1"]["values"]["operator"]
+    # Both sites pull the operator's images from their own registry (sites.<id>.imageRegistry, prefix finml).
+    assert releases["onprem:fra-dc1"]["values"]["operator"]["repository"].startswith(
+        "registry.fra-dc1.example.internal/finml/"), releases["onprem:fra-dc1"]["values"]["operator"]
+    assert releases["aws:eu-central-1"]["values"]["operator"]["repository"].startswith(
+        "777788889999.dkr.ecr.eu-central-1.amazonaws.com/finml/")
     assert releases["aws:eu-central-1"]["values"]["operator"]["repository"].endswith("/nvcr.io/nvidia")
 
 

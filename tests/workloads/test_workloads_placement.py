@@ -430,7 +430,7 @@ def test_component_outputs(mocks):
     return pulumi.Output.all(store.endpoint, store.online_endpoint, service.deployment.metadata.name).apply(check)
 
 
-def test_aws_clusters_pull_from_the_site_mirror_and_on_prem_keeps_names_for_containerd_mirrors():
+def test_every_cluster_pulls_from_its_own_site_registry_with_a_fixed_tag():
     stack = load_stack(STACKS_DIR / "Pulumi.hybrid-prod.yaml")
     monitor, _ = run_program(deploy_stack(stack))
     images = {}
@@ -438,7 +438,12 @@ def test_aws_clusters_pull_from_the_site_mirror_and_on_prem_keeps_names_for_cont
         template = pod_template(record) if record.kind in ("Deployment", "StatefulSet", "Job") else None
         if template is not None:
             site = "aws" if "aws-eu-central-1" in record.urn else "onprem"
-            images.setdefault(site, set()).update(c["image"] for c in template["spec"]["containers"])
-    assert images["aws"] and all(i.startswith("777788889999.dkr.ecr.eu-central-1.amazonaws.com/finml-mirror/")
+            images.setdefault(site, set()).update(
+                c["image"] for key in ("initContainers", "containers") for c in template["spec"].get(key) or [])
+    assert images["aws"] and all(i.startswith("777788889999.dkr.ecr.eu-central-1.amazonaws.com/finml/")
                                  for i in images["aws"]), images["aws"]
-    assert images["onprem"] and not any(".dkr.ecr." in i for i in images["onprem"]), images["onprem"]
+    assert images["onprem"] and all(i.startswith("registry.fra-dc1.example.internal/finml/")
+                                    for i in images["onprem"]), images["onprem"]
+    for image in images["aws"] | images["onprem"]:
+        name, _, tag = image.rpartition(":")
+        assert "/" not in tag and tag and tag != "latest", image

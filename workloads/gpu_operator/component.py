@@ -7,9 +7,9 @@ feature discovery, and the DCGM exporter (GPU metrics per GPU and per MIG instan
 
 Who installs the driver and the container toolkit decides `driver.enabled` / `toolkit.enabled`: on-prem nodes get
 both from Ansible (roles nvidia_driver, container_runtime), EKS nodes from the NVIDIA AMI of the GPU profile;
-the operator must not fight either, so both are off everywhere and the reason is recorded per site kind. AWS
-clusters have no internet egress: every operator image is pulled from the site's mirror registry. On-prem nodes
-keep upstream image names, which containerd's registry mirrors redirect (Ansible).
+the operator must not fight either, so both are off everywhere and the reason is recorded per site kind. Clusters
+have no internet egress: every operator image is pulled from the site's registry (`sites.<id>.imageRegistry`,
+upstream paths mirrored under its prefix).
 
 It lives in kube-system, the namespace the policy pack exempts for node agents (the operator's daemon sets need
 host access to drive GPUs); everything else finml runs stays under Pod Security `restricted`.
@@ -41,7 +41,7 @@ DEVICE_PLUGIN_CONFIG_MAP = "finml-device-plugin-config"
 DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 DEFAULT_DEVICE_PLUGIN_CONFIG = "default"
 MIG_STRATEGY = "mixed"
-#: Upstream repositories of the operator's images (mirrored under the same path on AWS sites).
+#: Upstream repositories of the operator's images (mirrored under the same path in every site's registry).
 IMAGE_REPOSITORIES = {
     "operator": "nvcr.io/nvidia",
     "validator": "nvcr.io/nvidia/cloud-native",
