@@ -39,6 +39,7 @@ from finml.local.oidc import LocalOidcIssuer
 from finml.local.postgres import PrivatePostgres, free_port
 from finml.local.redis import PrivateRedis
 from finml.local.tls import LocalCA
+from workloads.feature_repo.catalog import CLASSIFICATION_ORDER
 
 REGISTRY_DATABASE = "feast_registry"
 REGISTRY_OWNER = "feast"
@@ -48,6 +49,10 @@ ONLINE_ENV = "FINML_FEAST_REDIS"
 #: Feast's OIDC parser accepts a token *without verifying it* when its preferred_username equals this variable
 #: (intra-server calls); the local server never gets it.
 UNVERIFIED_BYPASS_ENV = "INTRA_COMMUNICATION_BASE64"
+#: Readers when the caller names none — the cluster's default: both platform namespaces read every classification
+#: the site holds. Permissions are always stored: with none in the registry, Feast grants every authenticated caller
+#: everything.
+DEFAULT_READERS: dict[str, list[str]] = {c: ["finml-training", "finml-serving"] for c in CLASSIFICATION_ORDER}
 
 
 class FeatureServerError(RuntimeError):
@@ -121,10 +126,12 @@ class LocalFeatureStore:
     # -------------------------------------------------------------------------------------------- data
 
     def apply(self, readers: dict[str, list[str]] | None = None) -> None:
+        """Register the repository with its access permissions (`readers`: classification → namespaces;
+        default DEFAULT_READERS)."""
         from workloads.feature_repo.definitions import feature_objects
 
         self.store.apply(feature_objects(site=self.site, offline_uri=str(self.offline_dir), allowed=self.allowed,
-                                         readers=readers))
+                                         readers=DEFAULT_READERS if readers is None else readers))
 
     def write_offline(self, n_rows: int, *, seed: int = 0, start=None, days: int = 30):
         from workloads.feature_repo.sources import write_offline_store
