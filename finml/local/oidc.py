@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -40,6 +41,10 @@ from workloads.feature_repo.catalog import service_account_group
 AUDIENCE = "finml-feature-server"
 DEFAULT_TTL_S = 3600
 MAX_TTL_S = 24 * 3600
+
+
+class OidcIssuerError(RuntimeError):
+    """The issuer's key file is unusable; the message names the file."""
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -88,9 +93,13 @@ class LocalOidcIssuer:
         self.audience = audience
         key_path = self.directory / "signing.key"
         if key_path.exists():
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            try:
+                key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            except (ValueError, TypeError) as exc:
+                raise OidcIssuerError(f"{key_path}: not an unencrypted PEM private key ({exc}); "
+                                      f"delete it to create a new one") from None
             if not isinstance(key, rsa.RSAPrivateKey):
-                raise ValueError(f"{key_path}: not an RSA private key; delete it to create a new one")
+                raise OidcIssuerError(f"{key_path}: not an RSA private key; delete it to create a new one")
             self._key = key
         else:
             self._key = new_signing_key()
@@ -128,6 +137,7 @@ class LocalOidcIssuer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "finml-oidc"
             sys_version = ""
+            timeout = 10  # idle or half-open connections are dropped
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 body = issuer._documents().get(self.path.split("?", 1)[0])
@@ -152,9 +162,16 @@ class LocalOidcIssuer:
             def log_message(self, *args) -> None:  # quiet
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address) -> None:
+                if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)  # a failed handshake is the client's problem
+
+        server = Server(("127.0.0.1", 0), Handler)
+        # the handshake happens in each request's thread, so a client that never sends one blocks nobody
+        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         self._server = server
         self.url = f"https://127.0.0.1:{server.server_address[1]}"
         self._thread = threading.Thread(target=server.serve_forever, name="finml-oidc", daemon=True)

@@ -200,6 +200,37 @@ def test_health_needs_no_token(feature_store):
         assert resp.status == 200
 
 
+# ---- the deployed parser's users, against the same stored permissions ----------------------------------------------
+
+def test_permissions_decide_the_same_for_users_as_the_kubernetes_parser_builds_them(feature_store):
+    """On the cluster Feast's KubernetesTokenParser builds the user (no API server here to run it): user `ns:sa`,
+    the TokenReview's groups and the namespace. The server then runs this same SecurityManager step on the permissions
+    read back from the registry, so the decisions must match the OIDC ones above."""
+    from feast.errors import FeastPermissionError
+    from feast.permissions.action import AuthzedAction
+    from feast.permissions.security_manager import SecurityManager
+    from feast.permissions.user import User
+
+    def k8s_user(ns: str, sa: str, *, groups: bool = True) -> User:
+        return User(f"{ns}:{sa}", groups=service_account_groups(ns) if groups else [], namespaces=[ns])
+
+    restricted = feature_store.store.get_feature_view("customer_profile")
+
+    def decide(user: User) -> bool:
+        manager = SecurityManager(project=feature_store.project, registry=feature_store.store.registry)
+        manager.set_current_user(user)
+        try:
+            manager.assert_permissions([restricted], AuthzedAction.READ_ONLINE)
+            return True
+        except FeastPermissionError:
+            return False
+
+    assert decide(k8s_user("finml-training", "trainer"))
+    assert decide(k8s_user("finml-training", "trainer", groups=False))  # namespace alone suffices
+    assert not decide(k8s_user("finml-serving", "model-server"))
+    assert not decide(k8s_user("default", "someone"))
+
+
 # ---- a Feast behaviour the permissions are built around -----------------------------------------------------------
 
 def test_why_permissions_use_name_patterns_not_required_tags(feature_store):
