@@ -105,7 +105,8 @@ def feature_objects(*, site: str, offline_uri: str, allowed: str,
 
     `allowed`: the highest classification the site's residency rules allow for the feature store.
     `readers`: classification → namespaces whose service accounts may read views of that classification;
-    None builds no permissions (local mode without authentication).
+    None builds no permissions: only for stores nobody serves (the offline point-in-time tests) — with none in the
+    registry, Feast lets every authenticated caller of a feature server read everything.
     """
     views = feature_views_up_to(allowed)
     ents = entities()
