@@ -1,8 +1,10 @@
 """`finml features …`: the feature store in local mode.
 
     finml features local up [--dir build/local/features] [--rows 20000] [--seed 0] [--site onprem:local]
-        start a private CA, PostgreSQL (Feast SQL registry), TLS-only Redis (online store) and `feast serve` over
-        HTTPS on loopback; seed synthetic data, apply the repository, materialize; run until Ctrl-C, then stop all.
+        start a private CA, PostgreSQL (Feast SQL registry), TLS-only Redis (online store), a loopback OIDC issuer
+        and `feast serve` over HTTPS on loopback, authentication required; seed synthetic data, apply the
+        repository, materialize; write bearer tokens for the platform's service accounts to DIR/tokens/ and the
+        endpoints to DIR/local.json; run until Ctrl-C, then stop all.
     finml features training-set --out DIR [--rows 20000] [--seed 0] [--site onprem:local] [--allowed restricted]
         the same store, briefly: build a point-in-time training set with lineage into DIR, then stop.
 """
@@ -10,7 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import signal
 import sys
 import threading
@@ -20,8 +24,9 @@ from pathlib import Path
 DEFAULT_DIR = Path("build/local/features")
 EXIT_ENV = 3
 CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
-#: Local mode: both platform namespaces may read everything (there is no authentication to tell them apart).
-LOCAL_READERS = {c: ["finml-training", "finml-serving"] for c in CLASSIFICATIONS}
+#: The service accounts `local up` writes tokens for (namespace → account), and their lifetime.
+LOCAL_PRINCIPALS = {"finml-training": "trainer", "finml-serving": "model-server"}
+LOCAL_TOKEN_TTL_S = 12 * 3600
 
 
 def _positive(text: str) -> int:
@@ -80,7 +85,7 @@ def _start(stack: ExitStack, args: argparse.Namespace, *, allowed: str = "restri
     fs = stack.enter_context(LocalFeatureStore(base / "feast", ca, pg, redis, site=args.site, allowed=allowed))
     print(f"[features] seeding {args.rows} synthetic transactions, apply, materialize", file=sys.stderr)
     with redirect_stdout(sys.stderr):  # Feast prints progress; stdout carries only our JSON
-        tx = fs.seed(args.rows, seed=args.seed, readers=LOCAL_READERS)
+        tx = fs.seed(args.rows, seed=args.seed)  # readers: the cluster's default (DEFAULT_READERS)
     return fs, tx
 
 
@@ -92,17 +97,42 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         with ExitStack() as stack:
             fs, _ = _start(stack, args)
             url = fs.serve()
+            tokens = _write_tokens(fs, args.dir.resolve() / "tokens")
+            expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=LOCAL_TOKEN_TTL_S)
             info = {"feature_server": url, "ca_bundle": str(fs.ca.bundle), "project": fs.project,
                     "redis": f"rediss://{fs.redis.host}:{fs.redis.port}", "registry_database": "feast_registry",
-                    "repo": str(fs.repo_dir)}
+                    "repo": str(fs.repo_dir), "oidc_issuer": fs.issuer.url,
+                    "tokens": {ns: str(path) for ns, path in tokens.items()},
+                    "tokens_expire": expires.isoformat(timespec="seconds")}
             (args.dir.resolve() / "local.json").write_text(json.dumps(info, indent=2) + "\n")
             print(json.dumps(info, indent=2))
+            example = tokens["finml-serving"]
+            print(f"[features] authentication required: send `Authorization: Bearer <token>`, e.g.\n"
+                  f"  curl --cacert {fs.ca.bundle} -H \"Authorization: Bearer $(cat {example})\" "
+                  f"-H 'Content-Type: application/json' {url}/get-online-features "
+                  f"-d '{{\"features\": [\"merchant_risk:merchant_fraud_rate_28d\"], "
+                  f"\"entities\": {{\"merchant_id\": [\"me000000\"]}}}}'\n"
+                  f"[features] tokens expire {info['tokens_expire']}; restart to get new ones", file=sys.stderr)
             print("[features] running; Ctrl-C stops everything", file=sys.stderr)
             stop.wait()
     except (OSError, RuntimeError) as exc:
         print(f"finml: features local up: {exc}", file=sys.stderr)
         return EXIT_ENV
     return 0
+
+
+def _write_tokens(fs, directory: Path) -> dict[str, Path]:
+    """One bearer token per platform service account, 0600, under `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for namespace, account in LOCAL_PRINCIPALS.items():
+        path = directory / f"{namespace}.jwt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(fs.token(namespace, account, ttl_s=LOCAL_TOKEN_TTL_S) + "\n")
+        os.chmod(path, 0o600)
+        paths[namespace] = path
+    return paths
 
 
 def cmd_training_set(args: argparse.Namespace) -> int:

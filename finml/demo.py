@@ -78,7 +78,6 @@ def _finml(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def run(work: Path, *, rows: int = 20_000, epochs: int = 3) -> dict[str, Any]:
-    from finml.cli_features import LOCAL_READERS
     from finml.local.feature_store import LocalFeatureStore
     from finml.local.mlflow_server import MlflowServer
     from finml.local.model_server import LocalModelServer
@@ -105,10 +104,14 @@ def run(work: Path, *, rows: int = 20_000, epochs: int = 3) -> dict[str, Any]:
         # 2 -------------------------------------------------------------------------------------------------------
         fs = stack.enter_context(LocalFeatureStore(work / "feast", ca, pg, redis, site=SITE))
         with redirect_stdout(sys.stderr):
-            transactions = fs.seed(rows, seed=0, readers=LOCAL_READERS)
+            transactions = fs.seed(rows, seed=0)
         server_url = fs.serve()
+        refusals = _feature_server_refusals(fs, transactions)
         demo.stage("feature store", f"{len(transactions)} synthetic transactions; Feast applied and materialized; "
-                   f"feature server {server_url}", True, transactions=len(transactions), feature_server=server_url)
+                   f"feature server {server_url}, authentication required (no token: HTTP "
+                   f"{refusals['no_token']}, a service account outside the reader lists: HTTP "
+                   f"{refusals['outsider']})", refusals == {"no_token": 401, "outsider": 403},
+                   transactions=len(transactions), feature_server=server_url, refusals=refusals)
 
         # 3 -------------------------------------------------------------------------------------------------------
         from workloads.feature_repo.training_set import build_training_set
@@ -205,6 +208,21 @@ def _last_line(proc: subprocess.CompletedProcess) -> str:
     return text[-1][:220] if text else ""
 
 
+def _feature_server_refusals(fs: Any, transactions: Any) -> dict[str, int | None]:
+    """HTTP status of an online read without a token, and with a token of a namespace no permission names."""
+    import urllib.error
+
+    entities = {"merchant_id": [transactions["merchant_id"].iloc[0]]}
+    out: dict[str, int | None] = {}
+    for who, token in (("no_token", None), ("outsider", fs.token("default", "someone"))):
+        try:
+            fs.get_online_features(["merchant_risk:merchant_fraud_rate_28d"], entities, token=token)
+            out[who] = None
+        except urllib.error.HTTPError as err:
+            out[who] = err.code
+    return out
+
+
 def _score(fs: Any, server: Any, ts: Any, transactions: Any, n: int = 8) -> dict[str, Any]:
     """Score the last `n` transactions: request-time columns from the transaction, every other model input from the
     feature server's online store (what serving has at scoring time)."""
@@ -222,7 +240,8 @@ def _score(fs: Any, server: Any, ts: Any, transactions: Any, n: int = 8) -> dict
     entities = {"card_id": rows["card_id"].tolist(), "merchant_id": rows["merchant_id"].tolist(),
                 "customer_id": rows["customer_id"].tolist()}
     refs = [f"{view}:{feature}" for feature, view in view_features.items() if feature in features]
-    online = fs.get_online_features(refs, entities)
+    # as the serving namespace's service account, as the model server reads them in the cluster
+    online = fs.get_online_features(refs, entities, token=fs.token("finml-serving", "model-server"))
     names = online["metadata"]["feature_names"]
     columns = {}
     for name, result in zip(names, online["results"]):

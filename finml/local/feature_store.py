@@ -6,7 +6,13 @@ end-to-end demo use, and the local stand-in for the per-site deployment.
         fs.seed(n_rows=10_000)                      # synthetic data -> offline store, apply, materialize
         fs.store                                    # feast.FeatureStore (in process)
         fs.serve()                                  # `feast serve` subprocess on a free loopback port, TLS
-        fs.get_online_features(["card_transactions_1h:card_txn_count_1h"], {"card_id": ["ca000001"]})
+        token = fs.token("finml-training", "trainer")   # a service-account token from the local OIDC issuer
+        fs.get_online_features(["card_transactions_1h:card_txn_count_1h"], {"card_id": ["ca000001"]}, token=token)
+
+The server requires authentication: a loopback OIDC issuer over HTTPS (finml/local/oidc.py) publishes the signing
+key, `feast serve` runs with Feast's `oidc` auth (signature, expiry, issuer and audience verified) and enforces the
+Feast permissions stored in the registry on every request — no token, a bad token or a principal outside a view's
+reader list is refused by the server itself.
 
 Secrets never reach a file: the feature_store.yaml written for the server holds `${FINML_FEAST_...}` placeholders
 (Feast expands environment variables when it loads the file) and the values travel in the server's environment.
@@ -29,15 +35,24 @@ from pathlib import Path
 
 import yaml
 
+from finml.local.oidc import LocalOidcIssuer
 from finml.local.postgres import PrivatePostgres, free_port
 from finml.local.redis import PrivateRedis
 from finml.local.tls import LocalCA
+from workloads.feature_repo.catalog import CLASSIFICATION_ORDER
 
 REGISTRY_DATABASE = "feast_registry"
 REGISTRY_OWNER = "feast"
 SERVE_TIMEOUT_S = 120
 REGISTRY_ENV = "FINML_FEAST_REGISTRY_URL"
 ONLINE_ENV = "FINML_FEAST_REDIS"
+#: Feast's OIDC parser accepts a token *without verifying it* when its preferred_username equals this variable
+#: (intra-server calls); the local server never gets it.
+UNVERIFIED_BYPASS_ENV = "INTRA_COMMUNICATION_BASE64"
+#: Readers when the caller names none — the cluster's default: both platform namespaces read every classification
+#: the site holds. Permissions are always stored: with none in the registry, Feast grants every authenticated caller
+#: everything.
+DEFAULT_READERS: dict[str, list[str]] = {c: ["finml-training", "finml-serving"] for c in CLASSIFICATION_ORDER}
 
 
 class FeatureServerError(RuntimeError):
@@ -64,6 +79,7 @@ class LocalFeatureStore:
                                                      password=self._registry_password).replace(
             "postgresql://", "postgresql+psycopg://", 1)
         self.repo_dir.mkdir(parents=True, exist_ok=True)
+        self.issuer = LocalOidcIssuer(self.base_dir / "oidc", ca).start()
         self._write_yaml()
         self._store = None
         self._server: subprocess.Popen[bytes] | None = None
@@ -81,7 +97,7 @@ class LocalFeatureStore:
             "online_store": {"type": "redis", "connection_string": online},
             "offline_store": {"type": "file"},
             "entity_key_serialization_version": 3,
-            "auth": {"type": "no_auth"},
+            "auth": self.issuer.feast_auth_config(),
         }
 
     def _write_yaml(self) -> None:
@@ -89,8 +105,14 @@ class LocalFeatureStore:
         (self.repo_dir / "feature_store.yaml").write_text(text)
 
     def server_env(self) -> dict[str, str]:
-        return {**os.environ, REGISTRY_ENV: self.registry_url, ONLINE_ENV: self.redis.feast_connection_string(),
+        env = {k: v for k, v in os.environ.items() if k != UNVERIFIED_BYPASS_ENV}
+        return {**env, REGISTRY_ENV: self.registry_url, ONLINE_ENV: self.redis.feast_connection_string(),
                 "FEAST_USAGE": "False", "FEAST_DISABLE_TELEMETRY": "true"}
+
+    def token(self, namespace: str, service_account: str, *, roles: tuple[str, ...] = (),
+              ttl_s: int = 3600) -> str:
+        """A bearer token for `namespace`'s service account, as the local OIDC issuer signs it."""
+        return self.issuer.service_account_token(namespace, service_account, roles=roles, ttl_s=ttl_s)
 
     @property
     def store(self):
@@ -104,10 +126,12 @@ class LocalFeatureStore:
     # -------------------------------------------------------------------------------------------- data
 
     def apply(self, readers: dict[str, list[str]] | None = None) -> None:
+        """Register the repository with its access permissions (`readers`: classification → namespaces;
+        default DEFAULT_READERS)."""
         from workloads.feature_repo.definitions import feature_objects
 
         self.store.apply(feature_objects(site=self.site, offline_uri=str(self.offline_dir), allowed=self.allowed,
-                                         readers=readers))
+                                         readers=DEFAULT_READERS if readers is None else readers))
 
     def write_offline(self, n_rows: int, *, seed: int = 0, start=None, days: int = 30):
         from workloads.feature_repo.sources import write_offline_store
@@ -183,21 +207,26 @@ class LocalFeatureStore:
         self._server = None
         self.server_url = None
 
-    def get_online_features(self, features: list[str] | None, entities: dict[str, list], *,
+    def get_online_features(self, features: list[str] | None, entities: dict[str, list], *, token: str | None,
                             feature_service: str | None = None, timeout: float = 30) -> dict:
-        """POST /get-online-features to the running server over verified HTTPS."""
+        """POST /get-online-features to the running server over verified HTTPS, as the holder of `token` (None:
+        no Authorization header). A refusal raises urllib.error.HTTPError (401 unauthenticated, 403 not allowed)."""
         body: dict = {"entities": entities, "full_feature_names": True}
         if feature_service:
             body["feature_service"] = feature_service
         else:
             body["features"] = features
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(f"{self.server_url}/get-online-features", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers=headers, method="POST")
         with urllib.request.urlopen(req, context=self.ssl_context(), timeout=timeout) as resp:
             return json.loads(resp.read())
 
     def close(self) -> None:
         self.stop_server()
+        self.issuer.stop()
         if self._store is not None:
             try:
                 self._store.registry.teardown = None  # keep the registry's tables; just drop the engine

@@ -27,6 +27,7 @@ def test_demo_runs_every_stage_with_its_expected_outcome(tmp_path):
     assert all(s["ok"] for s in summary["stages"]), json.dumps(summary["stages"], indent=1)
     assert stages["feature store"]["transactions"] == 20000
     assert stages["feature store"]["feature_server"].startswith("https://127.0.0.1:")
+    assert stages["feature store"]["refusals"] == {"no_token": 401, "outsider": 403}
     assert stages["training"]["model_version"] == "1"
     assert stages["lineage"]["classification"] == stages["training set"]["classification"]
     assert (stages["promotion"]["aws_exit"], stages["promotion"]["onprem_exit"]) == (1, 0)

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -57,10 +58,26 @@ def test_local_up_serves_https_and_stops_cleanly_on_sigterm(tmp_path):
         ctx = ssl.create_default_context(cafile=info["ca_bundle"])
         with urllib.request.urlopen(f"{info['feature_server']}/health", context=ctx, timeout=10) as resp:
             assert resp.status == 200
+        # authentication is on: the written token reads features, no token is refused
+        token_file = Path(info["tokens"]["finml-serving"])
+        assert token_file.stat().st_mode & 0o077 == 0, "tokens are private to the user"
+        body = json.dumps({"features": ["merchant_risk:merchant_fraud_rate_28d"],
+                           "entities": {"merchant_id": ["me000000"]}}).encode()
+        url = f"{info['feature_server']}/get-online-features"
+        auth = {"Authorization": f"Bearer {token_file.read_text().strip()}", "Content-Type": "application/json"}
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=auth), context=ctx,
+                                    timeout=30) as resp:
+            answer = json.loads(resp.read())
+        assert answer["metadata"]["feature_names"] == ["merchant_id", "merchant_fraud_rate_28d"], answer
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}),
+                                   context=ctx, timeout=30)
+        assert refused.value.code == 401
         running = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout.split()
         assert len(running) >= 3, "postgres, redis-server and feast serve run with their files under the work dir"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
+        assert "Authorization: Bearer" in proc.stderr.read(), "local up says how to authenticate"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

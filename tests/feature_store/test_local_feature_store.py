@@ -43,7 +43,8 @@ def test_online_features_over_https_match_the_latest_offline_rows(feature_store)
     got = feature_store.get_online_features(
         ["card_transactions_24h:card_txn_count_24h", "card_transactions_24h:card_amount_sum_24h",
          "customer_profile:customer_age"],
-        {"card_id": cards, "customer_id": list(tx.drop_duplicates("card_id")["customer_id"].iloc[:5])})
+        {"card_id": cards, "customer_id": list(tx.drop_duplicates("card_id")["customer_id"].iloc[:5])},
+        token=feature_store.token("finml-training", "trainer"))
     names = got["metadata"]["feature_names"]
     values = {name: result["values"] for name, result in zip(names, got["results"])}
     assert all(s == "PRESENT" for r in got["results"] for s in r["statuses"])
@@ -59,7 +60,8 @@ def test_feature_service_serves_every_view(feature_store):
     row = tx.iloc[0]
     got = feature_store.get_online_features(None, {"card_id": [row.card_id], "customer_id": [row.customer_id],
                                                    "merchant_id": [row.merchant_id]},
-                                            feature_service="fraud_detection")
+                                            feature_service="fraud_detection",
+                                            token=feature_store.token("finml-training", "trainer"))
     served = set(got["metadata"]["feature_names"])
     expected = {f"{fv.name}__{f}" for fv in FEATURE_VIEWS_BY_NAME.values() for f in fv.feature_names}
     assert expected <= served

@@ -17,6 +17,13 @@ CLASSIFICATION_ORDER: tuple[str, ...] = ("public", "internal", "confidential", "
 PROJECT = "finml_fraud"
 
 
+def service_account_group(namespace: str) -> str:
+    """The Kubernetes group of every service account in `namespace` (what a TokenReview reports). Feast permissions
+    grant readers by this group as well as by namespace, so the same permission decides whether the caller was
+    authenticated by Kubernetes (namespaces) or by an OIDC token carrying the group in its `groups` claim."""
+    return f"system:serviceaccounts:{namespace}"
+
+
 def classification_rank(classification: str) -> int:
     try:
         return CLASSIFICATION_ORDER.index(classification)

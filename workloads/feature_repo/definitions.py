@@ -11,6 +11,9 @@ Access (Feast permissions): Feast 0.67's permission matcher looks for a ``requir
 which feature views do not have, so a permission keyed on ``required_tags`` matches *every* view (see
 tests/feature_store/test_permissions.py). The permissions below are therefore keyed on the classification through
 exact name patterns generated from the same tag: one permission per classification, listing the views that carry it.
+Readers are granted by namespace *or* by that namespace's service-account group (`system:serviceaccounts:<ns>`):
+Feast's Kubernetes authentication (the cluster) reports both for a service-account token, its OIDC authentication
+(local mode, tests) reports the token's `groups` claim, so one permission means the same in both.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.data_source import DataSource
 from feast.permissions.action import ALL_ACTIONS, READ, AuthzedAction
 from feast.permissions.permission import Permission
-from feast.permissions.policy import NamespaceBasedPolicy, RoleBasedPolicy
+from feast.permissions.policy import CombinedGroupNamespacePolicy, RoleBasedPolicy
 from feast.types import Float64, Int64
 
 from workloads.feature_repo.catalog import (
@@ -33,6 +36,7 @@ from workloads.feature_repo.catalog import (
     FeatureViewSpec,
     classification_rank,
     feature_views_up_to,
+    service_account_group,
 )
 
 _DTYPES = {"int64": Int64, "float64": Float64}
@@ -89,7 +93,8 @@ def access_permissions(views: Iterable[FeatureViewSpec], readers: Mapping[str, I
             name=f"read-{classification}-features", types=[FeatureView, FeatureService],
             name_patterns=[f"^{re.escape(n)}$" for n in sorted(by_class[classification])],
             actions=[*READ, AuthzedAction.DESCRIBE],
-            policy=NamespaceBasedPolicy(namespaces=namespaces),
+            policy=CombinedGroupNamespacePolicy(groups=[service_account_group(n) for n in namespaces],
+                                                namespaces=namespaces),
             tags={CLASSIFICATION_TAG: classification}))
     return perms
 
@@ -100,7 +105,8 @@ def feature_objects(*, site: str, offline_uri: str, allowed: str,
 
     `allowed`: the highest classification the site's residency rules allow for the feature store.
     `readers`: classification → namespaces whose service accounts may read views of that classification;
-    None builds no permissions (local mode without authentication).
+    None builds no permissions: only for stores nobody serves (the offline point-in-time tests) — with none in the
+    registry, Feast lets every authenticated caller of a feature server read everything.
     """
     views = feature_views_up_to(allowed)
     ents = entities()
