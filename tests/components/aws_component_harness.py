@@ -11,6 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from finml.config import StackConfig, parse_platform
+from tests.computed_outputs import computed_outputs
 
 ACCOUNT_ID = "123456789012"
 
@@ -49,6 +50,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             self._provider_regions[rid] = args.inputs.get("region")
             self._provider_names[rid] = args.name
             return rid, state
+        state.update(computed_outputs(args.typ, args.name))
         provider_id = args.provider.split("::")[-1] if args.provider else None
         region = args.inputs.get("region") or self._provider_regions.get(provider_id)
         self.resources.append(Registered(args.typ, args.name, dict(args.inputs),

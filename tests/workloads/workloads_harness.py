@@ -20,6 +20,7 @@ from pulumi.runtime.mocks import MockMonitor
 from components.naming import child_name
 from finml.config import AwsSite, OnPremSite, StackConfig, load_stack_file, parse_platform
 from gpu_profiles import load_profiles
+from tests.computed_outputs import computed_outputs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACKS_DIR = REPO_ROOT / "stacks"
@@ -56,13 +57,6 @@ class Registered:
         return self.urn
 
 
-_COMPUTED = {"random:index/randomPassword:RandomPassword": ("result",),
-             "tls:index/privateKey:PrivateKey": ("privateKeyPem",),
-             "tls:index/selfSignedCert:SelfSignedCert": ("certPem",),
-             "tls:index/certRequest:CertRequest": ("certRequestPem",),
-             "tls:index/locallySignedCert:LocallySignedCert": ("certPem",)}
-
-
 class _Mocks(pulumi.runtime.Mocks):
     """Update mode: ids known. Preview mode (the engine's dry run): no ids, computed attributes unknown."""
 
@@ -72,7 +66,7 @@ class _Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
         if not self.preview:  # values the random and tls providers compute (unknown in a preview)
-            outputs.update({key: f"mock-{args.name}-{key}" for key in _COMPUTED.get(args.typ, ())})
+            outputs.update(computed_outputs(args.typ, args.name))
         return ("" if self.preview else f"{args.name}-id"), outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
