@@ -50,7 +50,7 @@ def _registry_site(index: StackIndex, registry: Any, residency: Any) -> Derived:
 
 
 def registry_site_allowed(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     registries = index.of_type(MODEL_REGISTRY)
     residency = require_residency(args, report, registries)
     if residency is None:
@@ -83,7 +83,7 @@ def registry_data_classified(args: StackValidationArgs, report: ReportViolation)
     classification at least the registry's, so the residency and encryption rules judge it as registry data."""
     from .common import rank
 
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     registries = index.of_type(MODEL_REGISTRY)
     # Like every residency rule, no pack config means no verdict: fail closed (the map is not needed below).
     if require_residency(args, report, registries) is None:
