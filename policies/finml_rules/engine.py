@@ -323,6 +323,7 @@ def _lean_analyze_stack(sdk: Any) -> Callable[..., Any]:
     return analyze_stack
 
 
+SDK_METHODS: dict[str, Callable[..., Any]] = {}  # the SDK's own Analyze/AnalyzeStack, kept by install()
 GC_THRESHOLD = (20_000, 10, 10)
 
 
@@ -353,6 +354,7 @@ def install() -> None:
 
     _sdk, _plain_struct = sdk, plain_struct
     servicer = sdk._PolicyAnalyzerServicer  # pylint: disable=protected-access
+    SDK_METHODS.update(Analyze=servicer.Analyze, AnalyzeStack=servicer.AnalyzeStack)  # tests compare against them
     servicer.Analyze = _per_request(_lean_analyze(sdk))
     servicer.AnalyzeStack = _per_request(_lean_analyze_stack(sdk))
     _installed = True
