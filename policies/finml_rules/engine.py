@@ -291,7 +291,8 @@ def _lean_analyze_stack(sdk: Any) -> Callable[..., Any]:
             resources.append(resource)
             parents.append(r.parent)
             deps.append(list(r.dependencies))
-            prop_deps.append({k: list(v.urns) for k, v in r.propertyDependencies.items()})
+            by_prop = r.propertyDependencies  # (by key: a protobuf map's items() is a slow pure-Python view)
+            prop_deps.append({k: list(by_prop[k].urns) for k in by_prop})
         by_urn = {r.urn: r for r in resources}
         for resource, parent, dependencies, property_dependencies in zip(resources, parents, deps, prop_deps):
             if parent is not None and parent in by_urn:
