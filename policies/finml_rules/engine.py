@@ -1,21 +1,30 @@
-"""Per-request state of the pack process: derive each resource once per request, not once per rule.
+"""The pack's Analyze/AnalyzeStack loops and per-request state: derive each resource once per request, not once
+per rule, and run a rule only on the types it claims.
 
 The Python policy SDK hands every policy its own copy of the request: for each resource policy it deserialises the
-resource's properties again, and for each stack policy it deserialises *every* resource again and rebuilds the
-lineage. With 40+ rules that is most of the pack's time. ``install()`` (called by ``policies/__main__.py``) wraps the
-servicer's ``Analyze``/``AnalyzeStack`` so that, within one request:
+resource's properties again (through ``json_format``, pure Python), and for each stack policy it deserialises
+*every* resource again and rebuilds the lineage; its ``Analyze`` walks every policy for every resource. With 60
+rules that was most of the pack's time. ``install()`` (called by ``policies/__main__.py``) replaces the servicer's
+``Analyze``/``AnalyzeStack`` so that:
 
-- ``Analyze`` decodes the resource once for all resource rules, and skips rules that declare (``finml_applies``)
-  that they do not look at the resource's type;
-- ``AnalyzeStack`` decodes the resources and their lineage once for all stack rules, which then share one
-  :class:`StackIndex` (plain props, types, lineage, sites).
+- ``Analyze`` runs the rules of a per-type dispatch table (built once per resource type and ``Configure``: the
+  rules that declare, via ``finml_applies``, that they look at the type, with their enforcement levels) and decodes
+  the resource once for all of them, straight from the protobuf Struct to the plain props rules read
+  (``values.plain_struct``; the SDK's proxy over the SDK's own decoding is built only if something reads the props
+  another way);
+- ``AnalyzeStack`` decodes the resources and their lineage once for all stack rules (reusing an ``Analyze`` decode
+  when the bytes are identical; each resource's options built on first read), which then share one
+  :class:`StackIndex` (plain props, types, lineage, sites);
+- the validate/await/report step of both loops is one helper, ``_validate``.
 
 The replacements follow the SDK's own loops (pulumi-policy 1.x) step by step: same diagnostics, same not-applicable
-answers, same handling of unknown values; tests drive the pack through both paths.
+answers, same levels, same handling of unknown values; tests/policies/test_policy_engine.py compares the responses
+with the SDK's byte for byte. ``tune_gc()`` keeps the cyclic garbage collector off the loaded pack.
 
-Nothing is cached across requests: each request starts a new generation, so a plan checked twice with different
-props (mutation tests reuse one pack process) is never answered from stale state. Without ``install()`` (unit tests
-calling policies directly) every call computes afresh.
+Nothing is cached across checks: each request starts a new generation, and the only thing one request hands the
+next is the ``Analyze`` decodes the following ``AnalyzeStack`` of the same check reuses for identical bytes, so a
+plan checked twice with different props (mutation tests reuse one pack process) is never answered from stale state.
+Without ``install()`` (unit tests calling policies directly) every call computes afresh.
 
 It also carries the findings that waivers took out of the mandatory rules until ``policy-waived-findings`` reports
 them at the end of the stack request.

@@ -255,3 +255,24 @@ def test_plain_struct_raises_where_the_sdk_raises(bad):
     with pytest.raises(type(sdk_error.value)) as ours:
         plain_struct(message)
     assert str(ours.value) == str(sdk_error.value)
+
+
+def test_props_read_directly_behave_as_the_sdks_proxy():
+    """A rule that reads ``args.props`` itself (none of ours: they use ``plain``) gets the SDK's proxy semantics."""
+    seen = []
+
+    def validate(args, report):
+        seen.append((args.props["region"], sorted(args.props), dict(args.props["tags"])))
+        args.props["later"]  # unknown during preview: the SDK's proxy raises  # pylint: disable=pointless-statement
+
+    policy = ResourceValidationPolicy(name="reads-props", description="Reads props directly.", validate=validate)
+    servicer = _PolicyAnalyzerServicer("p", "0.1.0", [policy], EnforcementLevel.MANDATORY)
+    request = proto.AnalyzeRequest(type="aws:s3/bucket:Bucket", urn="urn:pulumi:t::finml::aws:s3/bucket:Bucket::b",
+                                   name="b", properties=_struct({"region": "eu-central-1", "later": ENGINE_UNKNOWN,
+                                                                 "tags": {"a": "b"}}))
+    answers = [servicer.Analyze(request, None), SDK_ANALYZE(servicer, request, None)]
+    assert seen[0] == seen[1] == ("eu-central-1", ["later", "region", "tags"], {"a": "b"})
+    for response in answers:
+        (diagnostic,) = response.diagnostics
+        assert diagnostic.enforcementLevel == proto.ADVISORY and "can't run policy 'reads-props'" in diagnostic.message
+        assert "later" in diagnostic.message
