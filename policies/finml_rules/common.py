@@ -387,12 +387,3 @@ def stack_policy(name: str, description: str, validate: Callable[..., None], sev
                                  enforcement_level=enforcement or EnforcementLevel.MANDATORY, severity=severity,
                                  remediation_steps=remediation,
                                  config_schema=with_waiver_schema(config_schema) if waivable else config_schema)
-
-
-def require_residency(args: Any, report: ReportViolation, applicable: Iterable[Any]) -> Optional[Residency]:
-    """The residency config; when missing or invalid, every applicable resource fails with the reason."""
-    residency, problem = residency_config(args.get_config())
-    if residency is None:
-        for resource in applicable:
-            report(f"{describe(resource)} cannot be checked: {problem}.", resource.urn)
-    return residency

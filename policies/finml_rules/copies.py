@@ -18,7 +18,8 @@ from .common import (
     stack_policy, violation_message,
 props_of, )
 from .common import _bucket_name_from_arn, _buckets_named, linked_buckets
-from .residency import _FIX, SCHEMA, _check_placement
+from .residency import _FIX, SCHEMA
+from .sites import check_placement as _check_placement, each_resource, underivable_site
 
 # --- copies: S3 replication ------------------------------------------------------------------------------
 
@@ -310,17 +311,15 @@ def _snapshot_classification(index: StackIndex, copy: Any) -> Derived:
 
 def ebs_snapshot_copy(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex.of(args)
-    copies = index.of_type(EBS_SNAPSHOT_COPY)
-    residency = require_residency(args, report, copies)
-    if residency is None:
-        return
-    for copy in copies:
-        with failing_closed(report, copy.urn, describe(copy)):
-            cls = _snapshot_classification(index, copy)
-            if not cls.known:
-                report(violation_message(f"{describe(copy)}: {cls.reason}; failing closed."), copy.urn)
-                continue
-            _check_placement(report, copy.urn, describe(copy), index.aws_site(copy), cls.value, residency)
+
+    def check(copy: Any, residency: Residency) -> None:
+        cls = _snapshot_classification(index, copy)
+        if not cls.known:
+            report(violation_message(f"{describe(copy)}: {cls.reason}; failing closed."), copy.urn)
+            return
+        _check_placement(report, copy.urn, describe(copy), index.aws_site(copy), cls.value, residency)
+
+    each_resource(args, report, index.of_type(EBS_SNAPSHOT_COPY), check)
 
 
 # --- copies: KMS replica keys -------------------------------------------------------------------------------
@@ -366,24 +365,22 @@ def key_classification(index: StackIndex, key: Any) -> Derived:
 
 def kms_replica_key(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex.of(args)
-    replicas = index.of_type(KMS_REPLICA_KEY)
-    residency = require_residency(args, report, replicas)
-    if residency is None:
-        return
-    for replica in replicas:
-        with failing_closed(report, replica.urn, describe(replica)):
-            primaries = index.refs(replica, "primaryKeyArn", (KMS_KEY,))
-            if not primaries:
-                report(violation_message(f"{describe(replica)}: its primary key is not a key in this stack, so the "
-                                         "classification it protects cannot be derived; failing closed."),
-                       replica.urn)
-                continue
-            classes = [key_classification(index, p) for p in primaries] + [index.classification(replica)]
-            cls = max_classification(c.value for c in classes)
-            if cls is None:
-                report(violation_message(f"{describe(replica)}: {classes[0].reason}; failing closed."), replica.urn)
-                continue
-            _check_placement(report, replica.urn, describe(replica), index.aws_site(replica), cls, residency)
+
+    def check(replica: Any, residency: Residency) -> None:
+        primaries = index.refs(replica, "primaryKeyArn", (KMS_KEY,))
+        if not primaries:
+            report(violation_message(f"{describe(replica)}: its primary key is not a key in this stack, so the "
+                                     "classification it protects cannot be derived; failing closed."),
+                   replica.urn)
+            return
+        classes = [key_classification(index, p) for p in primaries] + [index.classification(replica)]
+        cls = max_classification(c.value for c in classes)
+        if cls is None:
+            report(violation_message(f"{describe(replica)}: {classes[0].reason}; failing closed."), replica.urn)
+            return
+        _check_placement(report, replica.urn, describe(replica), index.aws_site(replica), cls, residency)
+
+    each_resource(args, report, index.of_type(KMS_REPLICA_KEY), check)
 
 
 # --- residency-kms-key-colocated ----------------------------------------------------------------------------
@@ -429,8 +426,7 @@ def kms_key_colocated(args: StackValidationArgs, report: ReportViolation) -> Non
                                                  cls), user.urn)
                         continue
                     if not data_site.known:
-                        report(violation_message(f"{describe(item)} has no derivable site: {data_site.reason}; "
-                                                 "failing closed.", None, cls), user.urn)
+                        report(underivable_site(describe(item), data_site, cls), user.urn)
                         continue
                     for key_name, key_site in key_sites:
                         if key_site.value != data_site.value:

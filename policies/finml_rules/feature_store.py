@@ -61,7 +61,7 @@ def _views(index: StackIndex) -> list[Any]:
 
 
 def feature_view_residency(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     views = _views(index)
     residency = require_residency(args, report, views)
     if residency is None:
@@ -129,7 +129,7 @@ def _source_problem(index: StackIndex, view: Any, site: str, residency: Any) -> 
 
 
 def feature_view_source_site(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
+    index = StackIndex.of(args)
     views = _views(index)
     residency = require_residency(args, report, views)
     if residency is None:

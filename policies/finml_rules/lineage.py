@@ -17,7 +17,8 @@ from .common import (
     plain, pod_spec, region_site_from_arn, require_residency, residency_schema, resource_policy, site_label_value,
     stack_policy, violation_message,
 props_of, )
-from .residency import _FIX, SCHEMA, _check_placement
+from .residency import _FIX, SCHEMA
+from .sites import check_placement, each_resource
 
 # --- ML lineage ---------------------------------------------------------------------------------------------
 
@@ -51,20 +52,19 @@ def model_effective_classification(index: StackIndex, model: Any) -> Derived:
 
 def model_training_lineage(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex.of(args)
-    models = index.of_type(MODEL)
-    if require_residency(args, report, models) is None:
-        return
-    for model in models:
-        with failing_closed(report, model.urn, describe(model)):
-            effective = model_effective_classification(index, model)
-            declared = index.classification(model)
-            if not effective.known:
-                report(violation_message(f"{describe(model)}: {effective.reason}; failing closed.", None,
-                                         declared.value), model.urn)
-            elif declared.known and declared.value != effective.value:
-                report(violation_message(f"{describe(model)} is declared {declared.value}, below the "
-                                         f"{effective.value} data it was trained on.", None, effective.value),
-                       model.urn)
+
+    def check(model: Any, _residency: Residency) -> None:
+        effective = model_effective_classification(index, model)
+        declared = index.classification(model)
+        if not effective.known:
+            report(violation_message(f"{describe(model)}: {effective.reason}; failing closed.", None,
+                                     declared.value), model.urn)
+        elif declared.known and declared.value != effective.value:
+            report(violation_message(f"{describe(model)} is declared {declared.value}, below the "
+                                     f"{effective.value} data it was trained on.", None, effective.value),
+                   model.urn)
+
+    each_resource(args, report, index.of_type(MODEL), check)
 
 
 def model_serving_site(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -98,25 +98,23 @@ def model_serving_site(args: StackValidationArgs, report: ReportViolation) -> No
                 report(violation_message(f"{describe(workload)} serves model {name!r}: {cls.reason}; failing closed.",
                                          site.value), workload.urn)
                 continue
-            _check_placement(report, workload.urn, f"{describe(workload)} serving model {name!r}", site, cls.value,
-                             residency)
+            check_placement(report, workload.urn, f"{describe(workload)} serving model {name!r}", site, cls.value,
+                            residency)
 
 
 def dataset_site(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex.of(args)
-    datasets = [d for d in index.of_type(DATASET) if index.classification(d).known]
-    residency = require_residency(args, report, datasets)
-    if residency is None:
-        return
-    for dataset in datasets:
-        with failing_closed(report, dataset.urn, describe(dataset)):
-            cls = index.classification(dataset).value
-            site = index.site(dataset, residency)
-            if site.known and not residency.declared(site.value):
-                report(violation_message(f"{describe(dataset)} is at {site.value}, which the stack does not declare "
-                                         "in config `sites`.", site.value, cls), dataset.urn)
-                continue
-            _check_placement(report, dataset.urn, describe(dataset), site, cls, residency)
+
+    def check(dataset: Any, residency: Residency) -> None:
+        cls = index.classification(dataset).value
+        site = index.site(dataset, residency)
+        if site.known and not residency.declared(site.value):
+            report(violation_message(f"{describe(dataset)} is at {site.value}, which the stack does not declare "
+                                     "in config `sites`.", site.value, cls), dataset.urn)
+            return
+        check_placement(report, dataset.urn, describe(dataset), site, cls, residency)
+
+    each_resource(args, report, [d for d in index.of_type(DATASET) if index.classification(d).known], check)
 
 
 POLICIES: list = [

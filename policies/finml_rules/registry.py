@@ -15,6 +15,7 @@ from pulumi_policy import ReportViolation, Severity, StackValidationArgs
 from .common import (
     UNKNOWN,
     Derived,
+    Residency,
     StackIndex,
     classification_of,
     describe,
@@ -26,6 +27,8 @@ from .common import (
     residency_schema,
     stack_policy,
     violation_message,
+    each_resource,
+    underivable_site,
 )
 
 MODEL_REGISTRY = "finml:workloads:ModelRegistry"
@@ -50,32 +53,29 @@ def _registry_site(index: StackIndex, registry: Any, residency: Any) -> Derived:
 
 
 def registry_site_allowed(args: StackValidationArgs, report: ReportViolation) -> None:
-    index = StackIndex(args.resources)
-    registries = index.of_type(MODEL_REGISTRY)
-    residency = require_residency(args, report, registries)
-    if residency is None:
-        return
-    for registry in registries:
-        with failing_closed(report, registry.urn, describe(registry)):
-            props = index.props(registry)
-            cls = parse_classification(get(props, "classification"), "prop classification")
-            declared = get(props, "site")
-            if not cls.known:
-                report(violation_message(f"{describe(registry)}: {cls.reason}; failing closed."), registry.urn)
-                continue
-            site = _registry_site(index, registry, residency)
-            if not site.known:
-                report(violation_message(f"{describe(registry)} has no derivable site: {site.reason}; failing "
-                                         "closed.", None, cls.value), registry.urn)
-                continue
-            if declared is not UNKNOWN and declared != site.value:
-                report(violation_message(f"{describe(registry)} declares site {declared!r} but its resources are "
-                                         f"at {site.value}.", site.value, cls.value), registry.urn)
-            if not residency.allowed(site.value, cls.value):
-                report(violation_message(
-                    f"{describe(registry)} holds {cls.value} models at {site.value}, which is not allowed for "
-                    f"{cls.value} data (allowed: {residency.patterns(cls.value)}).", site.value, cls.value),
-                    registry.urn)
+    index = StackIndex.of(args)
+
+    def check(registry: Any, residency: Residency) -> None:
+        props = index.props(registry)
+        cls = parse_classification(get(props, "classification"), "prop classification")
+        declared = get(props, "site")
+        if not cls.known:
+            report(violation_message(f"{describe(registry)}: {cls.reason}; failing closed."), registry.urn)
+            return
+        site = _registry_site(index, registry, residency)
+        if not site.known:
+            report(underivable_site(describe(registry), site, cls.value), registry.urn)
+            return
+        if declared is not UNKNOWN and declared != site.value:
+            report(violation_message(f"{describe(registry)} declares site {declared!r} but its resources are "
+                                     f"at {site.value}.", site.value, cls.value), registry.urn)
+        if not residency.allowed(site.value, cls.value):
+            report(violation_message(
+                f"{describe(registry)} holds {cls.value} models at {site.value}, which is not allowed for "
+                f"{cls.value} data (allowed: {residency.patterns(cls.value)}).", site.value, cls.value),
+                registry.urn)
+
+    each_resource(args, report, index.of_type(MODEL_REGISTRY), check)
 
 
 def registry_data_classified(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -83,27 +83,26 @@ def registry_data_classified(args: StackValidationArgs, report: ReportViolation)
     classification at least the registry's, so the residency and encryption rules judge it as registry data."""
     from .common import rank
 
-    index = StackIndex(args.resources)
-    registries = index.of_type(MODEL_REGISTRY)
-    # Like every residency rule, no pack config means no verdict: fail closed (the map is not needed below).
-    if require_residency(args, report, registries) is None:
-        return
-    for registry in registries:
-        with failing_closed(report, registry.urn, describe(registry)):
-            cls = parse_classification(get(index.props(registry), "classification"), "prop classification")
-            if not cls.known:
-                continue  # residency-model-registry-site reports it
-            for child in index.descendants(registry):
-                if not is_data_bearing(child.resource_type):
-                    continue
-                child_cls = classification_of(child.resource_type, index.props(child))
-                if not child_cls.known:
-                    report(violation_message(f"{describe(child)} of {describe(registry)}: {child_cls.reason}; "
-                                             "failing closed.", None, cls.value), child.urn)
-                elif rank(child_cls.value) < rank(cls.value):
-                    report(violation_message(f"{describe(child)} is labelled {child_cls.value} but holds "
-                                             f"{cls.value} registry data of {describe(registry)}.", None,
-                                             cls.value), child.urn)
+    index = StackIndex.of(args)
+
+    def check(registry: Any, _residency: Residency) -> None:
+        cls = parse_classification(get(index.props(registry), "classification"), "prop classification")
+        if not cls.known:
+            return  # residency-model-registry-site reports it
+        for child in index.descendants(registry):
+            if not is_data_bearing(child.resource_type):
+                continue
+            child_cls = classification_of(child.resource_type, index.props(child))
+            if not child_cls.known:
+                report(violation_message(f"{describe(child)} of {describe(registry)}: {child_cls.reason}; "
+                                         "failing closed.", None, cls.value), child.urn)
+            elif rank(child_cls.value) < rank(cls.value):
+                report(violation_message(f"{describe(child)} is labelled {child_cls.value} but holds "
+                                         f"{cls.value} registry data of {describe(registry)}.", None,
+                                         cls.value), child.urn)
+
+    # Like every residency rule, no pack config means no verdict: fail closed (the map is not needed here).
+    each_resource(args, report, index.of_type(MODEL_REGISTRY), check)
 
 
 POLICIES: list = [

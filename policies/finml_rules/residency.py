@@ -24,21 +24,12 @@ from .common import (
     plain, pod_spec, region_site_from_arn, require_residency, residency_schema, resource_policy, site_label_value,
     stack_policy, violation_message,
 props_of, )
+from .sites import check_placement, each_resource, not_allowed, underivable_site
 
 SCHEMA = residency_schema()
 
 
-def _not_allowed(what: str, site: str, cls: str, residency: Residency) -> str:
-    return violation_message(
-        f"{what} is at {site}, which is not allowed for {cls} data (allowed: {residency.patterns(cls)}).", site, cls)
-
-
-def _check_placement(report: ReportViolation, urn: str, what: str, site: Derived, cls: Optional[str],
-                     residency: Residency) -> None:
-    if not site.known:
-        report(violation_message(f"{what} has no derivable site: {site.reason}; failing closed.", None, cls), urn)
-    elif not residency.allowed(site.value, cls):
-        report(_not_allowed(what, site.value, cls, residency), urn)
+_not_allowed, _check_placement = not_allowed, check_placement  # (sites.py) the names copies/lineage import
 
 
 def _exempt_unlabelled(index: StackIndex, resource: Any, exempt: tuple[str, ...]) -> bool:
@@ -56,14 +47,14 @@ def classification_required(args: StackValidationArgs, report: ReportViolation) 
     applicable = [r for r in index.resources
                   if (r.resource_type in AWS_DATA_TYPES or r.resource_type in K8S_DATA_TYPES
                       or r.resource_type in ML_TYPES) and not _exempt_unlabelled(index, r, exempt)]
-    if require_residency(args, report, applicable) is None:
-        return
-    for resource in applicable:
-        with failing_closed(report, resource.urn, describe(resource)):
-            cls = index.classification(resource)
-            if not cls.known:
-                report(violation_message(f"{describe(resource)} has no usable classification: {cls.reason}.",
-                                         None, None), resource.urn)
+
+    def check(resource: Any, _residency: Residency) -> None:
+        cls = index.classification(resource)
+        if not cls.known:
+            report(violation_message(f"{describe(resource)} has no usable classification: {cls.reason}.",
+                                     None, None), resource.urn)
+
+    each_resource(args, report, applicable, check)
 
 
 # --- residency-aws-data-site -------------------------------------------------------------------------
@@ -91,7 +82,7 @@ def aws_site_declared(args: ResourceValidationArgs, report: ReportViolation) -> 
         return
     site = aws_site(props_of(args), args.provider)
     if not site.known:
-        report(violation_message(f"{describe(args)} has no derivable site: {site.reason}; failing closed."), args.urn)
+        report(underivable_site(describe(args), site), args.urn)
     elif not residency.declared(site.value):
         report(violation_message(f"{describe(args)} is at {site.value}, which the stack does not declare in "
                                  f"config `sites` ({', '.join(residency.sites) or 'none'}).", site.value), args.urn)
@@ -217,28 +208,27 @@ def pv_backing_sites(index: StackIndex, pv: Any) -> list[tuple[str, Derived]]:
 def k8s_data_site(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex.of(args)
     applicable = [r for r in index.of_type(*K8S_DATA_TYPES, K8S_PV) if index.classification(r).known]
-    residency = require_residency(args, report, applicable)
-    if residency is None:
-        return
-    for resource in applicable:
-        with failing_closed(report, resource.urn, describe(resource)):
-            cls = index.classification(resource).value
-            site = index.k8s_site(resource, residency)
-            _check_placement(report, resource.urn, describe(resource), site, cls, residency)
-            if resource.resource_type != K8S_PV:
-                continue
-            for what, backing in pv_backing_sites(index, resource):
-                if not backing.known:
-                    report(violation_message(f"{describe(resource)}: the site of its backing storage cannot be "
-                                             f"derived: {backing.reason}; failing closed.", site.value, cls),
-                           resource.urn)
-                elif site.known and backing.value != site.value:
-                    report(violation_message(f"{describe(resource)}: its backing storage ({what}) is at "
-                                             f"{backing.value}, outside its cluster's site.", site.value, cls),
-                           resource.urn)
-                elif not residency.allowed(backing.value, cls):
-                    report(_not_allowed(f"{describe(resource)} backing storage ({what})", backing.value, cls,
-                                        residency), resource.urn)
+
+    def check(resource: Any, residency: Residency) -> None:
+        cls = index.classification(resource).value
+        site = index.k8s_site(resource, residency)
+        check_placement(report, resource.urn, describe(resource), site, cls, residency)
+        if resource.resource_type != K8S_PV:
+            return
+        for what, backing in pv_backing_sites(index, resource):
+            if not backing.known:
+                report(violation_message(f"{describe(resource)}: the site of its backing storage cannot be "
+                                         f"derived: {backing.reason}; failing closed.", site.value, cls),
+                       resource.urn)
+            elif site.known and backing.value != site.value:
+                report(violation_message(f"{describe(resource)}: its backing storage ({what}) is at "
+                                         f"{backing.value}, outside its cluster's site.", site.value, cls),
+                       resource.urn)
+            elif not residency.allowed(backing.value, cls):
+                report(not_allowed(f"{describe(resource)} backing storage ({what})", backing.value, cls,
+                                   residency), resource.urn)
+
+    each_resource(args, report, applicable, check)
 
 
 # --- residency-k8s-site-pinning -------------------------------------------------------------------------
@@ -301,22 +291,21 @@ def _pin_problems(spec: Any, cluster_site: str, cls: str, residency: Residency) 
 def k8s_site_pinning(args: StackValidationArgs, report: ReportViolation) -> None:
     index = StackIndex.of(args)
     applicable = [r for r in index.of_type(*K8S_WORKLOAD_TYPES) if index.classification(r).known]
-    residency = require_residency(args, report, applicable)
-    if residency is None:
-        return
-    for resource in applicable:
-        with failing_closed(report, resource.urn, describe(resource)):
-            cls = index.classification(resource).value
-            site = index.k8s_site(resource, residency)
-            if not site.known:
-                report(violation_message(f"{describe(resource)} cannot be checked for site pinning: {site.reason}; "
-                                         "failing closed.", None, cls), resource.urn)
-                continue
-            problems = _pin_problems(pod_spec(resource.resource_type, index.props(resource)), site.value, cls,
-                                     residency)
-            if problems:
-                report(violation_message(f"{describe(resource)} is not pinned to an allowed site: "
-                                         f"{'; '.join(problems)}.", site.value, cls), resource.urn)
+
+    def check(resource: Any, residency: Residency) -> None:
+        cls = index.classification(resource).value
+        site = index.k8s_site(resource, residency)
+        if not site.known:
+            report(violation_message(f"{describe(resource)} cannot be checked for site pinning: {site.reason}; "
+                                     "failing closed.", None, cls), resource.urn)
+            return
+        problems = _pin_problems(pod_spec(resource.resource_type, index.props(resource)), site.value, cls,
+                                 residency)
+        if problems:
+            report(violation_message(f"{describe(resource)} is not pinned to an allowed site: "
+                                     f"{'; '.join(problems)}.", site.value, cls), resource.urn)
+
+    each_resource(args, report, applicable, check)
 
 
 # --- the rules ------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pulumi_policy import PolicyConfigSchema
 from .resource_types import *  # noqa: F401,F403 - the shared vocabulary
 from .resource_types import _TEMPLATE_PATHS
 from . import engine
-from .values import UNKNOWN, get, plain
+from .values import UNKNOWN, describe, failing_closed, get, plain, violation_message
 
 # --- classification --------------------------------------------------------------------------------
 
@@ -251,3 +251,46 @@ def exempt_namespaces(config: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     return DEFAULT_EXEMPT_NAMESPACES
+
+
+# --- the residency rules' shared frame: config required, each resource fail-closed, placement checked ----------
+
+def require_residency(args: Any, report: Any, applicable: Iterable[Any]) -> Optional[Residency]:
+    """The residency config; when missing or invalid, every applicable resource fails with the reason."""
+    residency, problem = residency_config(args.get_config())
+    if residency is None:
+        for resource in applicable:
+            report(f"{describe(resource)} cannot be checked: {problem}.", resource.urn)
+    return residency
+
+
+def each_resource(args: Any, report: Any, resources: Sequence[Any],
+                  check: Callable[[Any, Residency], None]) -> None:
+    """The frame the residency stack rules share: without a usable residency config every resource fails with the
+    reason (``require_residency``); otherwise ``check(resource, residency)`` decides each resource inside its own
+    fail-closed guard, so a resource that cannot be decided is a violation and never hides the others."""
+    residency = require_residency(args, report, resources)
+    if residency is None:
+        return
+    for resource in resources:
+        with failing_closed(report, resource.urn, describe(resource)):
+            check(resource, residency)
+
+
+def underivable_site(what: str, site: Derived, cls: Optional[str] = None) -> str:
+    """The fail-closed message for ``what`` whose site cannot be derived (``site.reason`` says why)."""
+    return violation_message(f"{what} has no derivable site: {site.reason}; failing closed.", None, cls)
+
+
+def not_allowed(what: str, site: str, cls: str, residency: Residency) -> str:
+    return violation_message(
+        f"{what} is at {site}, which is not allowed for {cls} data (allowed: {residency.patterns(cls)}).", site, cls)
+
+
+def check_placement(report: Any, urn: str, what: str, site: Derived, cls: Optional[str],
+                    residency: Residency) -> None:
+    """``what`` (reported on ``urn``) must have a derivable site that ``residency`` allows for ``cls``."""
+    if not site.known:
+        report(underivable_site(what, site, cls), urn)
+    elif not residency.allowed(site.value, cls):
+        report(not_allowed(what, site.value, cls, residency), urn)

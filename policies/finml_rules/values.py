@@ -13,7 +13,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 from pulumi_policy import ReportViolation
 from pulumi_policy import proxy as _proxy
+from pulumi_policy.deserialize import SPECIAL_SIG_KEY as _SPECIAL_SIG_KEY
+from pulumi_policy.deserialize import _deserialize_property, deserialize_properties
 from pulumi_policy.proxy import UnknownValueError
+from google.protobuf import json_format
 
 from . import engine
 
@@ -66,7 +69,7 @@ def plain(value: Any) -> Any:
     escaping error becomes an ADVISORY diagnostic, so rules only ever look at this plain copy."""
     kind = type(value)
     if kind is engine.LazyProxy:
-        return plain(value.finml_raw)
+        return value.finml_plain  # decoded once per request (engine.py); rules read it, never write it
     if kind is str:
         return UNKNOWN if value in _UNKNOWN_SENTINELS else value
     if kind in _SCALARS or value is None:
@@ -90,6 +93,46 @@ def plain(value: Any) -> Any:
                 items.append(UNKNOWN)
         return items
     return value
+
+
+class _NotPlain(Exception):
+    """A value ``plain_struct`` leaves to the SDK's own decoding (a NaN or infinite number: the SDK refuses it)."""
+
+
+def plain_struct(struct: Any) -> dict[Any, Any]:
+    """``plain(deserialize_properties(MessageToDict(struct)))`` in one pass over a ``google.protobuf.Struct``.
+
+    The SDK decodes a request's props through ``json_format`` (pure Python, one call per field and value) and then
+    rules copy the result once more with ``plain``; this walks the message once. Values carrying the SDK's special
+    signature (secrets, assets, archives) and numbers the SDK refuses go through the SDK's own functions, so the
+    result, its key order and the errors raised are the same (tests/policies/test_policy_engine.py compares them)."""
+    fields = struct.fields  # (iterating keys: a protobuf map's items() is a pure-Python view, twice as slow)
+    try:
+        return {key: _plain_value(fields[key]) for key in fields}
+    except _NotPlain:
+        return plain(deserialize_properties(json_format.MessageToDict(struct)))  # raises as the SDK does
+
+
+def _plain_value(value: Any) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        text = value.string_value
+        return UNKNOWN if text in _UNKNOWN_SENTINELS else text
+    if kind == "struct_value":
+        fields = value.struct_value.fields
+        if _SPECIAL_SIG_KEY in fields:  # a secret, asset or archive: the SDK unwraps it
+            return plain(_deserialize_property(json_format.MessageToDict(value.struct_value)))
+        return {key: _plain_value(fields[key]) for key in fields}
+    if kind == "list_value":
+        return [_plain_value(item) for item in value.list_value.values]
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "number_value":
+        number = value.number_value
+        if number - number != 0:  # inf or NaN
+            raise _NotPlain
+        return number
+    return None  # null_value or unset
 
 
 def props_of(args: Any) -> Any:
