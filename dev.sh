@@ -72,7 +72,7 @@ case "$cmd" in
     # One worker per core (at most 4: each worker starts its own session servers); FINML_TEST_WORKERS=0 runs serially.
     log "test suite"
     shift
-    exec "$VENV/bin/python" -m pytest -n "${FINML_TEST_WORKERS:-auto}" --maxprocesses 4 --dist loadgroup "$@"
+    exec "$VENV/bin/python" -m pytest -n "${FINML_TEST_WORKERS:-auto}" --maxprocesses 4 "$@"
     ;;
   features)
     # Local mode: the feature store on this machine (PostgreSQL registry, TLS Redis, feast serve over HTTPS).

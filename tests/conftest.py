@@ -49,18 +49,33 @@ def pytest_runtest_makereport(item, call):
                        f"explicitly with -m.")
 
 
-# Parallel runs (pytest-xdist, `--dist loadgroup`, as ./dev.sh test runs the suite): a test file is the unit of
-# distribution, so module-scoped fixtures (a stack run under the mock runtime, a policy-pack process) start once;
-# every test of the SSH test hosts shares one worker, so the hosts' addresses (127.0.10.x) are never claimed twice.
-@pytest.hookimpl(tryfirst=True)
+# Parallel runs (pytest-xdist, as ./dev.sh test runs the suite): a test file is the unit of distribution, so a
+# file's module-scoped fixtures (a stack run under the mock runtime, a policy-pack process) start once, and all of
+# tests/ansible is one unit: its SSH test hosts (fixed run directory, 127.0.10.x) must exist once per run. The
+# scheduler sees node ids only, hence a folder; collection refuses an SSH-host test anywhere else. (xdist's
+# `xdist_group` marks are no help here: with pytest 9.2 they no longer reach the scheduler.)
+SSH_HOSTS_FOLDER = "tests/ansible/"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SSH_HOSTS_FOLDER if path.startswith(SSH_HOSTS_FOLDER) else path
+
+    return FileScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
+    if not hasattr(config, "workerinput"):  # a serial run: nothing is shared between processes
         return
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        group = "sshhosts" if item.get_closest_marker("sshhosts") is not None else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    stray = [item.nodeid for item in items
+             if item.get_closest_marker("sshhosts") is not None and not item.nodeid.startswith(SSH_HOSTS_FOLDER)]
+    if stray:
+        raise pytest.UsageError(f"SSH-host tests must live under {SSH_HOSTS_FOLDER} (one worker runs them all): "
+                                + ", ".join(stray))
 
 
 # A test (or a library it calls in-process) that leaves the process in another working directory breaks every later

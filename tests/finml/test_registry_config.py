@@ -66,4 +66,10 @@ def test_integer_thresholds_and_no_registry_section(tmp_path):
                   "aws:eu-central-1": {"classification": "confidential"}},
         "promotion": {"metrics": [{"metric": "val_loss", "max": 1}]}}))
     assert stack.platform.registry.promotion.metrics[0].max == 1.0
-    assert load_stack_file(with_registry(tmp_path, None)).platform.registry is None
+    no_registry = with_registry(tmp_path, None)
+    with pytest.raises(ConfigError, match="featureStore.site: onprem:fra-dc1 has no model registry"):
+        load_stack_file(no_registry)  # the Feast registry lives on the model registry's database server
+    doc = yaml.safe_load(no_registry.read_text())
+    doc["config"]["finml:platform"]["workloads"].pop("featureStore")
+    no_registry.write_text(yaml.safe_dump(doc))
+    assert load_stack_file(no_registry).platform.registry is None
