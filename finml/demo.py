@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from finml.envscope import scoped_environ
+
 ROOT = Path(__file__).resolve().parent.parent
 SITE, AWS_SITE = "onprem:fra-dc1", "aws:eu-central-1"
 MODEL = "fraud-scorer"
@@ -149,17 +151,8 @@ def run(work: Path, *, rows: int = 20_000, epochs: int = 3) -> dict[str, Any]:
 
         from finml.model_registry.lineage import resolve_lineage
 
-        reader_env = registry.env(registry.reader, base={})
-        saved = {k: os.environ.get(k) for k in reader_env}
-        os.environ.update(reader_env)
-        try:
+        with scoped_environ(registry.env(registry.reader, base={})):
             lin = resolve_lineage(mlflow.MlflowClient(registry.tracking_uri), MODEL, version)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         demo.stage("lineage", f"version {version} is {lin.classification} from "
                    f"{', '.join(sorted(f'{d.name}={d.classification}@{d.site}' for d in lin.datasets))}",
                    not lin.unknown, classification=lin.classification)
