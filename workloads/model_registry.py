@@ -19,6 +19,7 @@ NetworkPolicy admits only the training and serving namespaces and the deploy run
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
-import pulumi_tls as tls
 
 from components import naming
 from components.naming import CLASSIFICATION_LABEL, SITE_LABEL, child_name, site_label_value
@@ -69,7 +69,6 @@ WRITER_USER, READER_USER = "finml-writer", "finml-reader"
 RDS_ENGINE_VERSION = "17.6"
 RDS_FAMILY = "postgres17"
 AUDIT_RETENTION_DAYS = 2555  # seven years, the usual record-keeping horizon for banking records
-CERT_VALIDITY_HOURS = 24 * 365
 DB_ADMIN_SECRET = f"{DB_COMPONENT}-credentials"
 DB_BOOTSTRAP = f"{DB_COMPONENT}-bootstrap"
 ADMIN_DATABASE = "mlflow"
@@ -116,7 +115,8 @@ class SiteDatabase:
 def bootstrap_sql(role: str, database: str, admin_database: str = ADMIN_DATABASE) -> str:
     """psql script creating `role` (login, password from env FINML_DB_PASSWORD) and `database` owned by it.
 
-    Idempotent and convergent: run again it only resets the password to the Secret's value. `CREATE DATABASE`
+    Idempotent: run again it only resets the password to the Secret's value. It runs again when the script changes
+    (its hash is in the pod template); after rotating a client's password, replace its Job in the same `pulumi up`. `CREATE DATABASE`
     cannot run inside a transaction (so not in a DO block): `\\gexec` runs it only when the database is missing.
     As a non-superuser admin (the RDS master user) the admin must be a member of the role to give it a database.
     The password never reaches the Job's log: `\\gset` swallows the rows that carry it.
@@ -722,9 +722,10 @@ class ModelRegistry(pulumi.ComponentResource):
                 metadata=self._meta(f"{DB_COMPONENT}-{client.role}-credentials"), type="Opaque",
                 string_data={"password": password.result},
                 opts=self._k8s(additional_secret_outputs=["stringData"]))
+            sql = bootstrap_sql(client.role, client.database)
             script = core.ConfigMap(
                 child_name(self._name, "db", client.role, "bootstrap-sql"), metadata=self._meta(what),
-                data={"bootstrap.sql": bootstrap_sql(client.role, client.database)}, opts=self._k8s())
+                data={"bootstrap.sql": sql}, opts=self._k8s())
 
             def from_secret(name: str, secret_name: str, key: str) -> core.EnvVarArgs:
                 return core.EnvVarArgs(name=name, value_from=core.EnvVarSourceArgs(
@@ -749,7 +750,10 @@ class ModelRegistry(pulumi.ComponentResource):
                 spec=k8s.batch.v1.JobSpecArgs(
                     backoff_limit=10, active_deadline_seconds=900, ttl_seconds_after_finished=3600,
                     template=core.PodTemplateSpecArgs(
-                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                        # A changed script changes the pod template, so the provider replaces the Job and it runs
+                        # again (a Job's template is immutable); the ConfigMap alone would not.
+                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations={
+                            "finml.io/bootstrap-sql-sha256": hashlib.sha256(sql.encode()).hexdigest()}),
                         spec=core.PodSpecArgs(
                             restart_policy="OnFailure", node_selector=site_node_selector(a.site),
                             automount_service_account_token=False, enable_service_links=False,

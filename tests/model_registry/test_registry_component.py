@@ -3,6 +3,7 @@ hybrid-prod, recorded with the workloads harness (outputs = inputs, so policies 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 import sys
@@ -341,6 +342,10 @@ def test_feast_registry_is_its_own_database_on_the_registry_server(stack_name, s
     script = one(recs, "kubernetes:core/v1:ConfigMap", "-db-feast-bootstrap-sql").inputs
     assert script["data"]["bootstrap.sql"] == bootstrap_sql("feast", "feast_registry")
     job = one(recs, "kubernetes:batch/v1:Job", "-db-feast-bootstrap")
+    # The script's hash is in the (immutable) pod template: a changed script replaces the Job, so it runs again.
+    annotations = job.inputs["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["finml.io/bootstrap-sql-sha256"] == hashlib.sha256(
+        script["data"]["bootstrap.sql"].encode()).hexdigest()
     pod = job.inputs["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["command"] == ["psql", "--no-psqlrc", "--quiet", "--file", "/sql/bootstrap.sql"]
