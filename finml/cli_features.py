@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import signal
 import sys
 import threading
@@ -123,14 +122,13 @@ def cmd_local_up(args: argparse.Namespace) -> int:
 
 def _write_tokens(fs, directory: Path) -> dict[str, Path]:
     """One bearer token per platform service account, 0600, under `directory`."""
+    from finml.local.files import write_file
+
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
     for namespace, account in LOCAL_PRINCIPALS.items():
         path = directory / f"{namespace}.jwt"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(fs.token(namespace, account, ttl_s=LOCAL_TOKEN_TTL_S) + "\n")
-        os.chmod(path, 0o600)
+        write_file(path, fs.token(namespace, account, ttl_s=LOCAL_TOKEN_TTL_S) + "\n")
         paths[namespace] = path
     return paths
 

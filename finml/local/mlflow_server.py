@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finml.local.postgres import PrivatePostgres, free_port
+from finml.local.files import write_file
 from finml.local.tls import LocalCA
 
 START_TIMEOUT_S = 240
@@ -50,12 +51,6 @@ class Credentials:
 
     def __repr__(self) -> str:  # never print a password in a test log
         return f"Credentials(username={self.username!r}, password=***)"
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
 
 
 class MlflowServer:
@@ -133,7 +128,7 @@ class MlflowServer:
         cert, key = self.ca.issue(self.name, directory=self.base_dir)
         auth_ini = self.base_dir / "basic_auth.ini"
         # configparser interpolation: a literal '%' (URL-encoded paths) must be doubled.
-        _write_private(auth_ini, "\n".join([
+        write_file(auth_ini, "\n".join([
             "[mlflow]",
             "default_permission = READ",
             f"database_uri = {auth_url.replace('%', '%%')}",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import ssl
 import sys
 import threading
@@ -34,6 +33,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from finml.local.files import write_file
 from finml.local.tls import LocalCA
 from workloads.feature_repo.catalog import service_account_group
 
@@ -45,15 +45,6 @@ MAX_TTL_S = 24 * 3600
 
 class OidcIssuerError(RuntimeError):
     """The issuer's key file is unusable; the message names the file."""
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def new_signing_key() -> rsa.RSAPrivateKey:
@@ -103,7 +94,7 @@ class LocalOidcIssuer:
             self._key = key
         else:
             self._key = new_signing_key()
-            _write_private(key_path, self._key.private_bytes(serialization.Encoding.PEM,
+            write_file(key_path, self._key.private_bytes(serialization.Encoding.PEM,
                                                              serialization.PrivateFormat.PKCS8,
                                                              serialization.NoEncryption()))
         self.jwk = public_jwk(self._key)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from finml.local.files import write_file
 from finml.local.tls import LocalCA
 
 ADMIN_USER = "finml_admin"
@@ -106,9 +107,7 @@ class PrivatePostgres:
         for path in (cert, key, self.base_dir / "ca.pem"):
             self._own(path)
         pwfile = self.base_dir / "admin.pw"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.admin_password + "\n")
+        write_file(pwfile, self.admin_password + "\n")
         self._own(pwfile)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", ADMIN_USER,

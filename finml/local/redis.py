@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from finml.local.postgres import free_port
+from finml.local.files import write_file
 from finml.local.tls import LocalCA
 
 DEFAULT_USER = "feast"
@@ -66,34 +67,30 @@ class PrivateRedis:
     def _write_config(self) -> Path:
         cert, key = self.ca.issue("redis", directory=self.base_dir)
         acl = self.base_dir / "users.acl"
-        fd = os.open(acl, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            # `default` is the user every unauthenticated connection gets: switch it off entirely.
-            fh.write("user default off nopass nocommands\n"
-                     f"user {self.username} on >{self.password} ~* &* +@all -@dangerous +info +ping\n")
+        # `default` is the user every unauthenticated connection gets: switch it off entirely.
+        write_file(acl, "user default off nopass nocommands\n"
+                        f"user {self.username} on >{self.password} ~* &* +@all -@dangerous +info +ping\n")
         conf = self.base_dir / "redis.conf"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join([
-                "# finml local mode: TLS only, ACL passwords, loopback",
-                f"bind {self.host}",
-                "port 0",
-                f"tls-port {self.port}",
-                f"tls-cert-file {cert}",
-                f"tls-key-file {key}",
-                f"tls-ca-cert-file {self.ca.bundle}",
-                "tls-auth-clients no",
-                'tls-protocols "TLSv1.2 TLSv1.3"',
-                "protected-mode yes",
-                f"aclfile {acl}",
-                f"dir {self.base_dir}",
-                f"logfile {self.log_path}",
-                "daemonize no",
-                'save ""',          # throwaway local data: no snapshots
-                "appendonly no",
-                f"maxmemory {self.maxmemory_mb}mb",
-                "maxmemory-policy noeviction",  # refuse writes rather than silently drop features
-            ]) + "\n")
+        write_file(conf, "\n".join([
+            "# finml local mode: TLS only, ACL passwords, loopback",
+            f"bind {self.host}",
+            "port 0",
+            f"tls-port {self.port}",
+            f"tls-cert-file {cert}",
+            f"tls-key-file {key}",
+            f"tls-ca-cert-file {self.ca.bundle}",
+            "tls-auth-clients no",
+            'tls-protocols "TLSv1.2 TLSv1.3"',
+            "protected-mode yes",
+            f"aclfile {acl}",
+            f"dir {self.base_dir}",
+            f"logfile {self.log_path}",
+            "daemonize no",
+            'save ""',          # throwaway local data: no snapshots
+            "appendonly no",
+            f"maxmemory {self.maxmemory_mb}mb",
+            "maxmemory-policy noeviction",  # refuse writes rather than silently drop features
+        ]) + "\n")
         return conf
 
     def start(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -20,17 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from finml.local.files import write_file
+
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 VALIDITY = dt.timedelta(days=30)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -76,8 +68,8 @@ class LocalCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
             .sign(self._key, hashes.SHA256())
         )
-        _write(self._key_path, _key_pem(self._key), 0o600)
-        _write(self.bundle, self._cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_file(self._key_path, _key_pem(self._key), 0o600)
+        write_file(self.bundle, self._cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     def issue(self, name: str, hosts: tuple[str, ...] | list[str] = DEFAULT_HOSTS,
               directory: Path | None = None) -> tuple[Path, Path]:
@@ -106,6 +98,6 @@ class LocalCA:
             .sign(self._key, hashes.SHA256())
         )
         cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
-        _write(key_path, _key_pem(key), 0o600)
-        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_file(key_path, _key_pem(key), 0o600)
+        write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return cert_path, key_path
