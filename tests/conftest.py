@@ -57,8 +57,15 @@ def pytest_runtest_makereport(item, call):
 SSH_HOSTS_FOLDER = "tests/ansible/"
 
 
+@pytest.hookimpl(optionalhook=True)  # known only where xdist is loaded
 def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") not in ("load", "loadfile"):  # an explicit other --dist mode is kept
+        return None
     from xdist.scheduler import LoadFileScheduling
+
+    # Hand out files in collection order, not largest-first: sorted by test count, the few slow single-test files
+    # (the demo, SIGTERM moments, torchrun runs) would all come last and finish alone on one worker.
+    config.option.loadscopereorder = False
 
     class FileScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -23,7 +23,6 @@ from workloads import cluster_base as cluster_base_module
 from workloads import feature_store as feature_store_module
 from workloads import images
 from workloads import serving as serving_module
-from workloads import training as training_module
 from workloads import training_job as training_job_module
 from finml import mig_planner
 from workloads.feature_store import ExternalOnlineStore, FeatureStore, FeatureStoreArgs, registry_database_client

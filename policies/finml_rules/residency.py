@@ -15,21 +15,15 @@ from typing import Any, Optional
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .common import (
-    AWS_DATA_TYPES, BACKUP_PLAN, BACKUP_SELECTION, BACKUP_VAULT, CLUSTER_TYPES, DATASET, DEFAULT_PROVIDER_PACKAGES,
-    DYNAMODB_TABLE, DYNAMODB_TABLE_REPLICA, EBS_SNAPSHOT, EBS_SNAPSHOT_COPY, EBS_VOLUME, EFS, EFS_REPLICATION, EKS_CLUSTER, ELASTICACHE_RG,
-    FSX_LUSTRE, K8S_DATA_TYPES, LOG_GROUP, RDS_CLUSTER_INSTANCE, K8S_PROVIDER, K8S_PV, K8S_WORKLOAD_TYPES, KEY_TYPES, KMS_KEY, KMS_REPLICA_KEY,
-    LABEL_CLASSIFICATION, LABEL_MODEL, LABEL_SITE, ML_TYPES, MODEL, RDS_CLUSTER, RDS_INSTANCE, S3_BUCKET_TYPES,
-    S3_REPLICATION, S3_SSE_TYPES, UNKNOWN, Derived, Residency, StackIndex, as_list, aws_site, classification_of,
-    describe, exempt_namespaces, failing_closed, get, k8s_label, k8s_label_values, max_classification, namespace_name,
-    plain, pod_spec, region_site_from_arn, require_residency, residency_schema, resource_policy, site_label_value,
-    stack_policy, violation_message,
-props_of, )
+    AWS_DATA_TYPES, CLUSTER_TYPES, DEFAULT_PROVIDER_PACKAGES, EBS_VOLUME, EFS, FSX_LUSTRE, K8S_DATA_TYPES,
+    K8S_PROVIDER, K8S_PV, K8S_WORKLOAD_TYPES, LABEL_CLASSIFICATION, LABEL_SITE, ML_TYPES, UNKNOWN, Derived,
+    Residency, StackIndex, as_list, aws_site, classification_of, describe, exempt_namespaces, failing_closed, get,
+    k8s_label, namespace_name, pod_spec, require_residency, residency_schema, resource_policy, site_label_value,
+    stack_policy, violation_message, props_of,
+)
 from .sites import check_placement, each_resource, not_allowed, underivable_site
 
 SCHEMA = residency_schema()
-
-
-_not_allowed, _check_placement = not_allowed, check_placement  # (sites.py) the names copies/lineage import
 
 
 def _exempt_unlabelled(index: StackIndex, resource: Any, exempt: tuple[str, ...]) -> bool:
@@ -69,7 +63,7 @@ def aws_data_site(args: ResourceValidationArgs, report: ReportViolation) -> None
     cls = classification_of(args.resource_type, props)
     if not cls.known:
         return  # reported by residency-classification-required
-    _check_placement(report, args.urn, describe(args), aws_site(props, args.provider), cls.value, residency)
+    check_placement(report, args.urn, describe(args), aws_site(props, args.provider), cls.value, residency)
 
 
 # --- residency-aws-site-declared ---------------------------------------------------------------------
