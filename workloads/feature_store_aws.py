@@ -23,6 +23,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components import naming
+from components.gpu_cluster import irsa_trust_policy
 
 TYPE_TOKEN = "finml:workloads:FeatureStoreAws"
 REDIS_PORT = 6379
@@ -132,20 +133,10 @@ class FeatureStoreAws(pulumi.ComponentResource):
     def _irsa_role(self, what: str, service_account: str) -> aws.iam.Role:
         a = self._args
 
-        def trust(values: list[Any]) -> str:
-            provider_arn, issuer = values
-            host = (issuer or "").removeprefix("https://")
-            return json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {"StringEquals": {
-                    f"{host}:sub": f"system:serviceaccount:{a.namespace}:{service_account}",
-                    f"{host}:aud": "sts.amazonaws.com"}},
-            }]}, sort_keys=True)
-
         role_name = self._child(what, "role")
         role = aws.iam.Role(role_name, description=f"finml feature store {what} (IRSA)",
-                            assume_role_policy=pulumi.Output.all(a.oidc_provider_arn, a.oidc_issuer_url).apply(trust),
+                            assume_role_policy=pulumi.Output.all(a.oidc_provider_arn, a.oidc_issuer_url).apply(
+                                lambda v: irsa_trust_policy(v[0], v[1], a.namespace, service_account)),
                             tags=self._tags(role_name), opts=self._opts())
 
         def policy(values: list[Any]) -> str:

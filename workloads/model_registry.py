@@ -31,6 +31,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import naming
+from components.gpu_cluster import irsa_trust_policy
 from components.naming import CLASSIFICATION_LABEL, SITE_LABEL, child_name, site_label_value
 from components.storage import secure_bucket
 from finml.config import region_of
@@ -356,19 +357,10 @@ class ModelRegistry(pulumi.ComponentResource):
         role_name = child_name(self._name, "irsa")
         namespace = a.namespace
 
-        def trust(values: list[Any]) -> str:
-            provider_arn, issuer = values
-            host = (issuer or "").removeprefix("https://")
-            return json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {"StringEquals": {f"{host}:sub": f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}",
-                                               f"{host}:aud": "sts.amazonaws.com"}},
-            }]}, sort_keys=True)
-
         self.role = aws.iam.Role(
             role_name, description=f"MLflow artifacts under {prefix}/ ({namespace}/{SERVICE_ACCOUNT}, IRSA)",
-            assume_role_policy=pulumi.Output.all(b.oidc_provider_arn, b.oidc_issuer_url).apply(trust),
+            assume_role_policy=pulumi.Output.all(b.oidc_provider_arn, b.oidc_issuer_url).apply(
+                lambda v: irsa_trust_policy(v[0], v[1], namespace, SERVICE_ACCOUNT)),
             tags=self._tags(role_name), opts=self._aws())
 
         def access(values: list[Any]) -> str:
